@@ -1,0 +1,141 @@
+"""The two lateral-inhibition attentions, side by side, and the feedback pathway between passes.
+
+Inside attention, tokens are [T, B, C, N] (N = H*W); head j owns channels [j*C/h, (j+1)*C/h).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import token_unit
+from .neurons import make_neuron
+
+ATTN_THRESHOLD = 0.5  # the attention neurons fire at 0.5, all others at 1.0
+
+
+class FFLiDiffAttention(nn.Module):
+    """FF-LiDiff attention (eqs 4-8): a binary token mask from excitatory minus inhibitory Q.
+
+    `ff_lidiff=False` is the ablation: QKFormer's token attention, mask = SN(sum of Q per head).
+    Both have exactly QKFormer's parameters.
+    """
+
+    def __init__(self, dim, num_heads, ff_lidiff=True, neuron="lif", backend="auto"):
+        super().__init__()
+        if dim % (2 * num_heads if ff_lidiff else num_heads):
+            raise ValueError(f"FF-LiDiff attention splits {dim} channels into 2 halves of {num_heads} "
+                             "heads; the width must be divisible by 2*num_heads")
+        kw = dict(neuron=neuron, backend=backend)
+        self.num_heads = num_heads
+        self.ff_lidiff = ff_lidiff
+        self.q = token_unit(dim, **kw)  # eq 4-5
+        self.k = token_unit(dim, **kw)
+        self.attn_lif = make_neuron(neuron, ATTN_THRESHOLD, backend)
+        self.proj = token_unit(dim, bias=True, **kw)
+
+    def token_mask(self, q):
+        """[T, B, C, N] query spikes -> [T, B, heads, 1, N] token mask."""
+        T, B, C, N = q.shape
+        h = self.num_heads
+        if self.ff_lidiff:
+            # eq 6: Q1 = channels [0, C/2), Q2 = [C/2, C), each cut into h groups of C/(2h)
+            excite, inhibit = q.view(T, B, 2, h, C // (2 * h), N).sum(4).unbind(2)
+            return self.attn_lif((excite - inhibit).unsqueeze(3))  # eq 7
+        return self.attn_lif(q.view(T, B, h, C // h, N).sum(3, keepdim=True))
+
+    def forward(self, x):
+        T, B, C, H, W = x.shape
+        tokens = x.flatten(3)
+        q = self.q(tokens)
+        k = self.k(tokens)
+        mask = self.token_mask(q)
+        out = (mask * k.view(T, B, self.num_heads, C // self.num_heads, -1)).view(T, B, C, -1)  # eq 8
+        return self.proj(out).view(T, B, C, H, W)
+
+
+class FBLiDiffAttention(nn.Module):
+    """FB-LiDiff attention (eqs 9-11, 16-19): QKFormer's spiking self-attention whose V takes feedback.
+
+    Pass 1 calls it with `feedback=None`; pass 2 adds the decoded feedback to the input of
+    W_V only (eq 17: BN(X W_V + X_FB W_V), computed as BN((X + X_FB) W_V)).
+    `legacy=True` runs the projection neuron over the T*B-flattened axis, as the official code
+    (and its released weights) did.
+    """
+
+    scale = 0.125
+
+    def __init__(self, dim, num_heads, legacy=False, neuron="lif", backend="auto"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads={num_heads}")
+        kw = dict(neuron=neuron, backend=backend)
+        self.num_heads = num_heads
+        self.legacy = legacy
+        self.q = token_unit(dim, **kw)
+        self.k = token_unit(dim, **kw)
+        self.v = token_unit(dim, **kw)
+        self.attn_lif = make_neuron(neuron, ATTN_THRESHOLD, backend)
+        self.proj = token_unit(dim, bias=True, **kw)
+
+    def forward(self, x, feedback=None):
+        T, B, C, H, W = x.shape
+        h = self.num_heads
+        tokens = x.flatten(3)
+        q = self.q(tokens).view(T, B, h, C // h, -1)
+        k = self.k(tokens).view(T, B, h, C // h, -1)
+        v = self.v(tokens if feedback is None else tokens + feedback).view(T, B, h, C // h, -1)
+        # eq 10/18: Q (K^T V) per head, linear in N; spikes make every sum an exact integer
+        kv = k @ v.transpose(-1, -2)                      # [T, B, h, d, d]
+        attn = (kv.transpose(-1, -2) @ q) * self.scale    # [T, B, h, d, N]
+        attn = self.attn_lif(attn.view(T, B, C, -1))
+        out = self.proj.pre_activation(attn)              # eq 11/19
+        if self.legacy:
+            out = self.proj.lif(out.flatten(0, 1)).view_as(out)  # official: time axis = T*B
+        else:
+            out = self.proj.lif(out)
+        return out.view(T, B, C, H, W)
+
+
+class Feedback(nn.Module):
+    """Feedback pathway between the two passes (eqs 12-15, as the authors' code computes them).
+
+    O is the last FB block's pass-1 output. Per token, m_k = clamp(cos(O_token, p_k), 0, 1) for the
+    excitatory and inhibitory prompts; A = O * (m_1 - m_2) * scale. Decoders (Linear C->C without
+    bias, BN, LIF), one per FB block, are chained: X_FB^1 = D_1(A), X_FB^m = D_m(X_FB^(m-1)).
+    """
+
+    def __init__(self, dim, num_blocks, scale=1.0, neuron="lif", backend="auto"):
+        super().__init__()
+        self.scale = scale
+        self.prompt_excite = nn.Parameter(torch.randn(dim))   # W_p1, eq 12
+        self.prompt_inhibit = nn.Parameter(torch.randn(dim))  # W_p2, eq 13
+        self.decoders = nn.ModuleList(FeedbackDecoder(dim, neuron, backend) for _ in range(num_blocks))
+
+    def gate(self, out):
+        """[T, B, C, N] -> A_combined^FB of eq 14, same shape."""
+        excite = F.cosine_similarity(out, self.prompt_excite.view(1, 1, -1, 1), dim=2).clamp(0, 1)
+        inhibit = F.cosine_similarity(out, self.prompt_inhibit.view(1, 1, -1, 1), dim=2).clamp(0, 1)
+        return out * (excite - inhibit).unsqueeze(2) * self.scale
+
+    def forward(self, out):
+        """Pass-1 output [T, B, C, N] -> one feedback tensor [T, B, C, N] per FB block (eq 15)."""
+        x = self.gate(out)
+        signals = []
+        for decoder in self.decoders:
+            x = decoder(x)
+            signals.append(x)
+        return signals
+
+
+class FeedbackDecoder(nn.Module):
+    """W_FB of eq 15: Linear over channels (no bias), BN, LIF, on [T, B, C, N]."""
+
+    def __init__(self, dim, neuron="lif", backend="auto"):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim, bias=False)
+        self.bn = nn.BatchNorm1d(dim)
+        self.lif = make_neuron(neuron, 1.0, backend)
+
+    def forward(self, x):
+        y = self.linear(x.transpose(2, 3))                       # [T, B, N, C]
+        y = self.bn(y.flatten(0, 2)).view_as(y).transpose(2, 3)  # BN over channels
+        return self.lif(y)

@@ -1,0 +1,99 @@
+"""Building units shared by every part of the model.
+
+Layout: spiking tensors are [T, B, C, ...]; convolutions and BN see [T*B, C, ...] (time folded
+into batch, which is exact for stateless layers), neurons see [T, B, C, ...].
+"""
+import torch.nn as nn
+
+from .neurons import make_neuron
+
+
+class ConvBNLIF(nn.Module):
+    """conv -> BN -> (maxpool) -> spiking neuron, on [T, B, C, *spatial]."""
+
+    def __init__(self, conv, bn, pool=False, neuron="lif", v_threshold=1.0, backend="auto"):
+        super().__init__()
+        self.conv = conv
+        self.bn = bn
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pool else nn.Identity()
+        self.lif = make_neuron(neuron, v_threshold, backend)
+
+    def pre_activation(self, x):
+        T, B = x.shape[:2]
+        return self.pool(self.bn(self.conv(x.flatten(0, 1)))).unflatten(0, (T, B))
+
+    def forward(self, x):
+        return self.lif(self.pre_activation(x))
+
+
+def conv2d_unit(cin, cout, kernel=3, stride=1, pool=False, bias=False, **neuron_kw):
+    return ConvBNLIF(nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=bias),
+                     nn.BatchNorm2d(cout), pool=pool, **neuron_kw)
+
+
+def token_unit(dim, bias=False, **neuron_kw):
+    """1x1 projection over tokens [T, B, C, N] (Conv1d, as the official weights are shaped)."""
+    return ConvBNLIF(nn.Conv1d(dim, dim, 1, bias=bias), nn.BatchNorm1d(dim), **neuron_kw)
+
+
+class SPEDS(nn.Module):
+    """Spiking Patch Embedding with Deformed Shortcut (QKFormer): a conv chain plus a 1x1 shortcut.
+
+    `channels` lists the chain's widths from input to output, `pools` which convs are followed by
+    maxpool 3/2/1, and the shortcut (1x1, `shortcut_stride`) reads the chain's input
+    (`shortcut_from=-1`) or the output of conv `shortcut_from`. Output = chain + shortcut.
+    """
+
+    def __init__(self, channels, pools, shortcut_from, shortcut_stride, **neuron_kw):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            conv2d_unit(cin, cout, pool=pool, **neuron_kw)
+            for cin, cout, pool in zip(channels[:-1], channels[1:], pools))
+        self.shortcut_from = shortcut_from
+        self.shortcut = conv2d_unit(channels[shortcut_from + 1], channels[-1], kernel=1,
+                                    stride=shortcut_stride, **neuron_kw)
+
+    def forward(self, x):
+        skip = x
+        for i, unit in enumerate(self.convs):
+            x = unit(x)
+            if i == self.shortcut_from:
+                skip = x
+        return x + self.shortcut(skip)
+
+
+def cifar_stem(in_chans, dim, **kw):
+    """32x32 stays 32x32 (1024 tokens): conv 3x3 to dim/2, conv 3x3 to dim, shortcut from conv 1."""
+    return SPEDS([in_chans, dim // 2, dim], [False, False], 0, 1, **kw)
+
+
+def imagenet_stem(in_chans, dim, **kw):
+    """/4: conv+pool to dim/2, conv+pool to dim, conv; stride-2 shortcut from the first conv."""
+    return SPEDS([in_chans, dim // 2, dim, dim], [True, True, False], 0, 2, **kw)
+
+
+def event_stem(in_chans, dim, **kw):
+    """/8 for event frames: widths dim/8, /4, /2, 1 with pools after the last three; stride-4 shortcut."""
+    return SPEDS([in_chans, dim // 8, dim // 4, dim // 2, dim], [False, True, True, True], 1, 4, **kw)
+
+
+def stage_embed(dim, pool_first, **kw):
+    """/2 between stages: conv dim/2 -> dim, conv dim -> dim, maxpool after one of them."""
+    return SPEDS([dim // 2, dim, dim], [pool_first, not pool_first], -1, 2, **kw)
+
+
+STEMS = {"cifar": cifar_stem, "imagenet": imagenet_stem, "event": event_stem}
+STEM_REDUCTION = {"cifar": 1, "imagenet": 4, "event": 8}
+STEM_NARROWING = {"cifar": 2, "imagenet": 2, "event": 8}  # output width / narrowest conv
+
+
+class SpikingMLP(nn.Module):
+    """Two 1x1 conv (bias) -> BN -> LIF layers on token maps [T, B, C, H, W]."""
+
+    def __init__(self, dim, hidden, **neuron_kw):
+        super().__init__()
+        self.fc1 = conv2d_unit(dim, hidden, kernel=1, bias=True, **neuron_kw)
+        self.fc2 = conv2d_unit(hidden, dim, kernel=1, bias=True, **neuron_kw)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x))

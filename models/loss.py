@@ -1,0 +1,32 @@
+"""The two-pass loss of eqs 20-22."""
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SpiLiFormerLoss(nn.Module):
+    """alpha * CE(pass-1 logits) + (1 - alpha) * CE(pass-2 logits) (eq 22; the paper's alpha is 0.5).
+
+    `target` is class indices or a soft [B, classes] distribution (mixup, label smoothing);
+    `label_smoothing` applies to hard targets. A single logits tensor (fb_lidiff=False) gets plain CE.
+    """
+
+    def __init__(self, alpha=0.5, label_smoothing=0.0):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.alpha = alpha
+        self.label_smoothing = label_smoothing
+
+    def ce(self, logits, target):
+        if target.dim() == logits.dim():  # soft targets: the smoothing is already in them
+            return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+
+    def forward(self, output, target):
+        if not isinstance(output, (tuple, list)):
+            return self.ce(output, target)
+        pass1, pass2 = output
+        return self.alpha * self.ce(pass1, target) + (1 - self.alpha) * self.ce(pass2, target)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}, label_smoothing={self.label_smoothing}"

@@ -1,0 +1,194 @@
+"""SpiLiFormer: QKFormer's three-stage hierarchy with FF-LiDiff attention in the shallow stages
+and FB-LiDiff attention, run twice with feedback, in the deep stage (paper Fig. 1c, Sec. 3).
+
+Tensors between blocks are token maps [T, B, C, H, W]. The deepest stage is "stage 3" of the
+paper whatever the number of stages (the event-data model has two).
+"""
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional
+from timm.layers import trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from .checkpoint import checkpoint_filter_fn
+from .attention import FBLiDiffAttention, Feedback, FFLiDiffAttention
+from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, SpikingMLP, stage_embed
+
+
+class Block(nn.Module):
+    """x + attn(x), then x + mlp(x); no norm layers (QKFormer)."""
+
+    def __init__(self, attn, dim, mlp_ratio, **neuron_kw):
+        super().__init__()
+        self.attn = attn
+        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), **neuron_kw)
+
+    def forward(self, x, feedback=None):
+        x = x + (self.attn(x) if feedback is None else self.attn(x, feedback))
+        return x + self.mlp(x)
+
+
+class Stage(nn.Module):
+    def __init__(self, downsample, blocks):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        x = self.downsample(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class SpiLiFormer(nn.Module):
+    """SpiLiFormer-L-D.
+
+    Args:
+        stem: 'cifar' (no downsampling), 'imagenet' (/4) or 'event' (/8) first SPEDS.
+        embed_dim: width D of the deepest stage; stage i has D / 2^(stages-1-i).
+        depths: blocks per stage, e.g. (1, 2, 7); the last stage holds the FB-LiDiff blocks.
+        T: time steps a static image is repeated over (event input brings its own T).
+        ff_lidiff / fb_lidiff: the two ablation switches of Table 3; both off is QKFormer.
+        feedback_scale: s in A = O (m1 - m2) s (the official CIFAR-100 model used 2.0).
+        neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row). backend: 'auto' | 'cupy' | 'torch'.
+        legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
+            released weights reach their published accuracy.
+    """
+
+    def __init__(self, stem="imagenet", in_chans=3, num_classes=1000, embed_dim=768, depths=(1, 2, 7),
+                 num_heads=12, mlp_ratio=4.0, T=4, ff_lidiff=True, fb_lidiff=True, feedback_scale=1.0,
+                 neuron="lif", backend="auto", legacy=False):
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
+        depths = tuple(depths)
+        if len(depths) < 2 or depths[-1] < 1:
+            raise ValueError(f"depths {depths}: need at least two stages and one FB-LiDiff block in the last")
+        num_stages = len(depths)
+        multiple = 2 ** (num_stages - 1) * STEM_NARROWING[stem]
+        if embed_dim % multiple:
+            raise ValueError(f"embed_dim={embed_dim} must be a multiple of {multiple} for the "
+                             f"{stem} stem and {num_stages} stages")
+        kw = dict(neuron=neuron, backend=backend)
+        self.T = T
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.fb_lidiff = fb_lidiff
+        self.reduction = STEM_REDUCTION[stem] * 2 ** (num_stages - 1)
+        self.dims = [embed_dim // 2 ** (num_stages - 1 - i) for i in range(num_stages)]
+
+        stages = []
+        for i, (dim, depth) in enumerate(zip(self.dims, depths)):
+            if i == 0:
+                downsample = STEMS[stem](in_chans, dim, **kw)
+            else:
+                downsample = stage_embed(dim, pool_first=stem == "imagenet", **kw)
+            if i == num_stages - 1:
+                attns = [FBLiDiffAttention(dim, num_heads, legacy=legacy, **kw) for _ in range(depth)]
+            else:
+                attns = [FFLiDiffAttention(dim, num_heads, ff_lidiff=ff_lidiff, **kw) for _ in range(depth)]
+            stages.append(Stage(downsample, [Block(a, dim, mlp_ratio, **kw) for a in attns]))
+        self.stages = nn.ModuleList(stages)
+        self.feedback = Feedback(self.dims[-1], depths[-1], feedback_scale, **kw) if fb_lidiff else None
+        self.head = nn.Linear(self.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def to_time_steps(self, x):
+        """[B, C, H, W] image (repeated T times) or [B, T, C, H, W] event frames -> [T, B, C, H, W]."""
+        if x.dim() == 4:
+            x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
+        elif x.dim() == 5:
+            x = x.transpose(0, 1)
+        else:
+            raise ValueError(f"expected input [B, {self.in_chans}, H, W] or [B, T, {self.in_chans}, H, W], "
+                             f"got shape {tuple(x.shape)}")
+        C, H, W = x.shape[2:]
+        if C != self.in_chans:
+            raise ValueError(f"input has {C} channels, the model was built for in_chans={self.in_chans}")
+        if H % self.reduction or W % self.reduction:
+            raise ValueError(f"input size {H}x{W} is not divisible by {self.reduction}, the model's total "
+                             f"downsampling; resize or crop to a multiple of {self.reduction}")
+        return x
+
+    def head_logits(self, x):
+        """CH of eqs 20-21: mean over tokens, mean over T, linear."""
+        return self.head(x.flatten(3).mean(3).mean(0))
+
+    def forward(self, x, return_both=None):
+        """Logits. Training (or `return_both=True`): (pass-1, pass-2) logits; eval: pass-2 logits.
+
+        With fb_lidiff=False there is one pass and a single logits tensor (QKFormer).
+        """
+        functional.reset_net(self)  # every forward starts from rest: no caller can forget it
+        x = self.to_time_steps(x)
+        for stage in self.stages[:-1]:
+            x = stage(x)
+        deep = self.stages[-1]
+        deep_input = deep.downsample(x)
+        out = deep_input
+        for block in deep.blocks:
+            out = block(out)
+        pass1 = self.head_logits(out)
+        if self.feedback is None:
+            return pass1
+
+        # pass 2 (eqs 16-19): restart from the deep stage's input with fresh neurons, same weights;
+        # stages 1-2 are not recomputed and nothing is detached
+        feedback = self.feedback(out.flatten(3))
+        functional.reset_net(deep)
+        out = deep_input
+        for block, signal in zip(deep.blocks, feedback):
+            out = block(out, signal)
+        pass2 = self.head_logits(out)
+        if return_both if return_both is not None else self.training:
+            return pass1, pass2
+        return pass2
+
+
+def _cfg(**kwargs):
+    return {"url": "", "classifier": "head", "first_conv": "stages.0.downsample.convs.0.conv",
+            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875,
+            "interpolation": "bicubic", **kwargs}
+
+
+default_cfgs = generate_default_cfgs({
+    "spiliformer_4_384": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
+                              mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    "spiliformer_2_256": _cfg(num_classes=10, input_size=(2, 128, 128), crop_pct=1.0, mean=(0, 0),
+                              std=(1, 1)),
+    "spiliformer_10_768": _cfg(num_classes=1000, input_size=(3, 224, 224)),
+})
+
+
+def _create(variant, pretrained=False, **kwargs):
+    return build_model_with_cfg(SpiLiFormer, variant, pretrained,
+                                pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+
+
+@register_model
+def spiliformer_4_384(pretrained=False, **kwargs):
+    """CIFAR-10/100 (Table 2): 4 blocks (1, 1, 2), D 384, 8 heads, T 4."""
+    args = dict(stem="cifar", embed_dim=384, depths=(1, 1, 2), num_heads=8, mlp_ratio=4, T=4)
+    return _create("spiliformer_4_384", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def spiliformer_2_256(pretrained=False, **kwargs):
+    """CIFAR10-DVS / N-Caltech101 (Table 2): 1 FF + 1 FB block, D 256, 16 heads, MLP ratio 1, T 16."""
+    args = dict(stem="event", in_chans=2, embed_dim=256, depths=(1, 1), num_heads=16, mlp_ratio=1, T=16)
+    return _create("spiliformer_2_256", pretrained, **{**args, **kwargs})
+
+
+@register_model
+def spiliformer_10_768(pretrained=False, **kwargs):
+    """ImageNet-1K (Table 1): 10 blocks (1, 2, 7), D 768, 12 heads, T 4 (T 1 with neuron='ilif')."""
+    args = dict(stem="imagenet", embed_dim=768, depths=(1, 2, 7), num_heads=12, mlp_ratio=4, T=4)
+    return _create("spiliformer_10_768", pretrained, **{**args, **kwargs})
