@@ -30,3 +30,14 @@ class SpiLiFormerLoss(nn.Module):
 
     def extra_repr(self):
         return f"alpha={self.alpha}, label_smoothing={self.label_smoothing}"
+
+
+def linear_alpha(epoch, epochs, start=0.5, end=0.2):
+    """alpha moving linearly from `start` (epoch 0) to `end` (last epoch).
+
+    The official CIFAR10-DVS code trained this way (0.5 -> 0.2); its ImageNet and CIFAR code used a
+    constant 0.2. The paper's default is a constant 0.5. Offered to match released weights.
+    """
+    if epochs <= 1:
+        return end
+    return start + (end - start) * min(max(epoch, 0), epochs - 1) / (epochs - 1)

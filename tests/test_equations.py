@@ -177,13 +177,8 @@ def _capture(module, store, key, output=False):
     return module.register_forward_hook(hook)
 
 
-def test_ff_lidiff_forward_masks_k_per_head_before_projection():
-    attn = FFLiDiffAttention(dim=8, num_heads=2, ff_lidiff=True, backend="torch").eval()
-    _identity_unit(attn.q)
-    _identity_unit(attn.k)
-    # tokens 0-2: Q_HAND; token 3: one E and one I spike in each head (ch 0,4 and 2,6) -> diff 0 in both heads
-    q = torch.cat([Q_HAND, torch.tensor([[1., 0., 1., 0., 1., 0., 1., 0.]]).T], dim=1)  # [8, 4]
-    x = 3.0 * q.view(1, 1, 8, 1, 4)  # 3 / sqrt(1+1e-5) / 2 ~ 1.5 >= 1 fires; 0 stays silent -> q = k = q
+def run_capturing(attn, x):
+    """One forward from rest; returns the q and k spikes and the input of the projection."""
     seen = {}
     hooks = [_capture(attn.q.lif, seen, "q", output=True), _capture(attn.k.lif, seen, "k", output=True),
              _capture(attn.proj.conv, seen, "proj_in")]
@@ -192,6 +187,17 @@ def test_ff_lidiff_forward_masks_k_per_head_before_projection():
         attn(x)
     for h in hooks:
         h.remove()
+    return seen
+
+
+def test_ff_lidiff_forward_masks_k_per_head_before_projection():
+    attn = FFLiDiffAttention(dim=8, num_heads=2, ff_lidiff=True, backend="torch").eval()
+    _identity_unit(attn.q)
+    _identity_unit(attn.k)
+    # tokens 0-2: Q_HAND; token 3: one E and one I spike in each head (ch 0,4 and 2,6) -> diff 0 in both heads
+    q = torch.cat([Q_HAND, torch.tensor([[1., 0., 1., 0., 1., 0., 1., 0.]]).T], dim=1)  # [8, 4]
+    x = 3.0 * q.view(1, 1, 8, 1, 4)  # 3 / sqrt(1+1e-5) / 2 ~ 1.5 >= 1 fires; 0 stays silent -> q = k = q
+    seen = run_capturing(attn, x)
     assert torch.equal(seen["q"].view(8, 4), q)
     assert torch.equal(seen["k"].view(8, 4), q)
     # mask per head = [1,0,1,0] (head 0) and [0,1,0,0] (head 1); head j gates K channels [4j, 4j+4)
@@ -214,14 +220,7 @@ def test_ff_lidiff_forward_with_random_weights_zeroes_tokens_masked_in_every_hea
         for unit in (attn.q, attn.k):
             unit.conv.weight.mul_(8.0)
     x = torch.rand(1, 1, 8, 4, 4)  # T = 1: the attention neuron fires iff A_e - A_i >= 1
-    seen = {}
-    hooks = [_capture(attn.q.lif, seen, "q", output=True), _capture(attn.k.lif, seen, "k", output=True),
-             _capture(attn.proj.conv, seen, "proj_in")]
-    functional.reset_net(attn)
-    with torch.no_grad():
-        attn(x)
-    for h in hooks:
-        h.remove()
+    seen = run_capturing(attn, x)
     q, k = seen["q"].view(8, 16), seen["k"].view(8, 16)
     diff = torch.stack([q[0:2].sum(0) - q[4:6].sum(0), q[2:4].sum(0) - q[6:8].sum(0)])  # [head, N]
     mask = (diff >= 1).float()
@@ -367,3 +366,11 @@ def test_fb_lidiff_feedback_enters_value_projection_only():
         assert torch.allclose(seen["v"], v_in)
     for h in hooks:
         h.remove()
+
+
+def test_linear_alpha_moves_from_half_to_one_fifth():
+    from models import linear_alpha
+    assert linear_alpha(0, 11) == 0.5
+    assert linear_alpha(5, 11) == pytest.approx(0.35)
+    assert linear_alpha(10, 11) == pytest.approx(0.2)
+    assert linear_alpha(50, 11) == pytest.approx(0.2)
