@@ -118,15 +118,20 @@ def mismatch_report(missing, unexpected, shapes, limit=20):
             + f"\n  likely cause: {likely_cause(missing, unexpected, shapes)}")
 
 
-def load_checkpoint(model, path, strict=True, map_location="cpu"):
-    """Load weights from `path` (ours or official) into `model`; returns the raw checkpoint."""
+def read_checkpoint(path, map_location="cpu"):
+    """torch.load(weights_only=True) with errors that say what is wrong with the file."""
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
     except Exception as exc:
-        raise RuntimeError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
-                           "the file is corrupt, truncated or not a PyTorch checkpoint") from exc
+        raise RuntimeError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); the file is "
+                           "corrupt, truncated or not a PyTorch checkpoint") from exc
+
+
+def load_checkpoint(model, path, strict=True, map_location="cpu"):
+    """Load weights from `path` (ours or official) into `model`; returns the raw checkpoint."""
+    checkpoint = read_checkpoint(path, map_location)
     state_dict = checkpoint_filter_fn(checkpoint, model, strict=strict)
     model.load_state_dict(state_dict, strict=strict)
     return checkpoint

@@ -6,10 +6,15 @@ leading axis only, so membrane state never crosses samples.
 import contextlib
 import functools
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from spikingjelly.activation_based import neuron, surrogate
+
+# spikingjelly 0.0.0.0.14 scripts its eval kernels with torch.jit, which torch 2.x warns about at import
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
+from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
 
 BACKENDS = ("auto", "cupy", "torch")
 NEURONS = ("lif", "ilif")

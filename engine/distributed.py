@@ -1,0 +1,63 @@
+"""torchrun / DDP set-up, read from the environment in one place (one node or many)."""
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+
+def init_distributed(device=None):
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), else run alone.
+
+    NCCL on GPUs, gloo on CPU. Each rank selects its GPU before anything touches CUDA, so CuPy
+    kernels (which launch on the *current* device) run on the rank's own GPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    if use_cuda:
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda requested but no CUDA GPU is visible")
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
+                                device_id=dev if use_cuda else None)
+    return Dist(rank, world_size, local_rank, dev)
+
+
+def all_reduce_sum(values, d):
+    """Sum a list of floats over all processes (float64, so counts stay exact)."""
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    if d.enabled:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier(d):
+    if d.enabled:
+        dist.barrier()
+
+
+def shutdown(d):
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,100 @@
+"""One training epoch and one evaluation, for every dataset."""
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import all_reduce_sum
+from .logging import Meter, Progress
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def autocast(device, amp_dtype):
+    """Mixed precision on CUDA only; `amp_dtype` None means float32."""
+    if amp_dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=amp_dtype)
+
+
+def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, amp_dtype=None, mixup=None,
+                    accum_iter=1, clip_grad=None, log_interval=50, header=""):
+    """Returns {'loss': mean, 'img_s': throughput}. Raises NonFiniteLoss on nan/inf."""
+    model.train()
+    meter = Meter()
+    progress = Progress(header, len(loader), log_interval, enabled=d.main)
+    optimizer.zero_grad(set_to_none=True)
+    for step, (images, targets) in enumerate(loader):
+        images = images.to(d.device, non_blocking=True)
+        targets = targets.to(d.device, non_blocking=True)
+        if mixup is not None:
+            images, targets = mixup(images, targets)
+        update = (step + 1) % accum_iter == 0 or step + 1 == len(loader)
+        # DDP all-reduces gradients only on the micro-step that updates the weights
+        sync = model.no_sync() if d.enabled and not update else contextlib.nullcontext()
+        with sync:
+            with autocast(d.device, amp_dtype):
+                loss = criterion(model(images), targets)
+            if not math.isfinite(loss.item()):
+                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch}, step {step + 1}/{len(loader)}")
+            scaler.scale(loss / accum_iter).backward()
+        if update:
+            if clip_grad is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        meter.update(n=images.shape[0], loss=loss.item())
+        progress.step(step, images.shape[0] * d.world_size, meter, optimizer.param_groups[0]["lr"])
+    return {"loss": meter.avg("loss"), "img_s": progress.images_per_second()}
+
+
+@torch.no_grad()
+def evaluate(model, loader, d, *, amp_dtype=None):
+    """Top-1, top-5 (percent) and cross-entropy of each forward pass, exact over all processes.
+
+    Returns {'pass1': {...}, 'pass2': {...}, 'images': n}; a one-pass model (fb_lidiff=False)
+    reports its single output as pass 2.
+    """
+    model.eval()
+    sums = torch.zeros(2, 3, dtype=torch.float64)  # [pass, (top-1 hits, top-5 hits, loss sum)]
+    images_seen = 0
+    for images, targets in loader:
+        images = images.to(d.device, non_blocking=True)
+        targets = targets.to(d.device, non_blocking=True)
+        with autocast(d.device, amp_dtype):
+            outputs = model(images, return_both=True)
+        if torch.is_tensor(outputs):
+            outputs = (outputs, outputs)
+        for i, logits in enumerate(outputs):
+            logits = logits.float()
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top5 == targets[:, None]
+            sums[i] += torch.tensor([hits[:, 0].sum().item(), hits.any(1).sum().item(),
+                                     F.cross_entropy(logits, targets, reduction="sum").item()],
+                                    dtype=torch.float64)
+        images_seen += images.shape[0]
+    totals = all_reduce_sum(sums.flatten().tolist() + [images_seen], d)
+    n = max(totals[-1], 1)
+    passes = {}
+    for i, name in enumerate(("pass1", "pass2")):
+        top1, top5, loss = totals[3 * i:3 * i + 3]
+        passes[name] = {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss / n}
+    return {**passes, "images": int(totals[-1]), "passes": 1 if model_is_one_pass(model) else 2}
+
+
+def model_is_one_pass(model):
+    inner = getattr(model, "module", model)
+    return not getattr(inner, "fb_lidiff", True)
+
+
+def eval_line(result):
+    """'pass-1 top-1 45.20% top-5 90.10% loss 1.5000 | pass-2 top-1 ...' for the log."""
+    names = ("pass2",) if result["passes"] == 1 else ("pass1", "pass2")
+    parts = [f"{name.replace('pass', 'pass-')} top-1 {result[name]['top1']:.2f}% top-5 "
+             f"{result[name]['top5']:.2f}% loss {result[name]['loss']:.4f}" for name in names]
+    return " | ".join(parts) + f" ({result['images']} images)"

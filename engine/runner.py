@@ -1,0 +1,176 @@
+"""The whole run, as every train.py calls it: set up, (resume), train and evaluate each epoch,
+checkpoint, log; or `--eval` a checkpoint and exit."""
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import yaml
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch.nn.parallel import DistributedDataParallel
+
+import models
+from models import CheckpointMismatchError, SpiLiFormerLoss, linear_alpha
+
+from .checkpoint import plain, restore, save_atomic, training_state
+from .data import DatasetError, make_loaders, make_mixup
+from .distributed import init_distributed, shutdown
+from .logging import RunLog, fmt_time
+from .loop import NonFiniteLoss, eval_line, evaluate, train_one_epoch
+
+USER_ERRORS = (DatasetError, CheckpointMismatchError, NonFiniteLoss, FileNotFoundError, ValueError)
+
+
+def run(args, build_datasets):
+    """`build_datasets(args) -> (train_set, val_set, num_classes)`; returns the exit status."""
+    d = init_distributed(args.device)
+    try:
+        return _run(args, build_datasets, d)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        shutdown(d)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def create_model(args, num_classes):
+    name = args.model.lower()
+    if name not in timm.list_models("spiliformer*"):
+        raise ValueError(f"unknown model {args.model!r}; choose from {timm.list_models('spiliformer*')}")
+    kwargs = dict(num_classes=num_classes, ff_lidiff=args.ff_lidiff, fb_lidiff=args.fb_lidiff,
+                  feedback_scale=args.feedback_scale, neuron=args.neuron, backend=args.backend,
+                  legacy=args.legacy)
+    kwargs.update({k: getattr(args, k) for k in ("T", "embed_dim", "depths", "num_heads")
+                   if getattr(args, k) is not None})
+    return timm.create_model(name, **kwargs)
+
+
+def amp_dtype_for(args, d):
+    if not args.amp:
+        return None
+    if d.device.type != "cuda":
+        if d.main:
+            print("note: --amp applies on CUDA only; this CPU run is float32", flush=True)
+        return None
+    return torch.bfloat16 if args.amp_dtype == "bf16" else torch.float16
+
+
+def run_folder(args):
+    if args.experiment:
+        return Path(args.output) / args.experiment
+    if args.resume and not args.eval:
+        return Path(args.resume).resolve().parent  # continue where the run was writing
+    return Path(args.output) / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model.lower()}-T{args.T}"
+
+
+def _run(args, build_datasets, d):
+    seed_everything(args.seed + d.rank)
+    amp_dtype = amp_dtype_for(args, d)
+    train_set, val_set, num_classes = build_datasets(args)
+    if args.num_classes not in (None, num_classes):
+        raise ValueError(f"--num-classes {args.num_classes} but the dataset has {num_classes} classes")
+    args.num_classes = num_classes
+    model = create_model(args, num_classes).to(d.device)
+    args.T = model.T
+    train_loader, val_loader = make_loaders(train_set, val_set, args, d)
+
+    if args.eval:
+        if not args.resume:
+            raise ValueError("--eval needs --resume CKPT, the checkpoint to evaluate")
+        restore(args.resume, model)
+        result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)
+        if d.main:
+            print(f"eval {args.resume}: {eval_line(result)}", flush=True)
+        return 0
+
+    mixup = make_mixup(args, num_classes)
+    if mixup is not None and args.batch_size % 2:
+        raise ValueError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
+    criterion = SpiLiFormerLoss(args.alpha, label_smoothing=args.smoothing)  # smoothing: hard targets only
+    opt_kwargs = {"eps": args.opt_eps} if args.opt_eps is not None else {}
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum, **opt_kwargs)
+    scheduler, num_epochs = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
+                                                cooldown_epochs=args.cooldown_epochs, min_lr=args.min_lr,
+                                                warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
+    start_epoch, best_acc = 0, None
+    if args.resume:
+        start_epoch, best_acc = restore(args.resume, model, optimizer, scheduler, scaler)
+    if args.start_epoch is not None:
+        start_epoch = args.start_epoch
+    scheduler.step(start_epoch)
+    ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
+        if d.enabled else model
+
+    run_dir = run_folder(args)
+    effective_batch = args.batch_size * d.world_size * args.accum_iter
+    config = {**plain(vars(args)), "world_size": d.world_size, "effective_batch_size": effective_batch,
+              "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir)}
+    log = RunLog(run_dir, Path(args.log_dir) if args.log_dir else run_dir / "tensorboard", d.main)
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+        print(yaml.safe_dump(config, sort_keys=True), end="")
+        print(f"effective batch {effective_batch} = {args.batch_size} per process x {d.world_size} "
+              f"process(es) x {args.accum_iter} accumulation step(s); lr {args.lr:g} "
+              f"(peak, after {args.warmup_epochs} warm-up epochs)", flush=True)
+        print(f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+              f"{len(train_set)} training / {len(val_set)} validation samples, run folder {run_dir}", flush=True)
+
+    started = time.time()
+    for epoch in range(start_epoch, num_epochs):
+        # each epoch's randomness depends on (seed, epoch, rank) only, so --resume continues exactly
+        seed_everything(args.seed + 10007 * epoch + d.rank)
+        train_loader.sampler.set_epoch(epoch)
+        if args.alpha_end is not None:
+            criterion.alpha = linear_alpha(epoch, num_epochs, args.alpha, args.alpha_end)
+        epoch_mixup = mixup if not (args.mixup_off_epoch and epoch >= args.mixup_off_epoch) else None
+        header = f"epoch {epoch + 1}/{num_epochs}"
+        stats = train_one_epoch(ddp, criterion, train_loader, optimizer, scaler, d, epoch + 1,
+                                amp_dtype=amp_dtype, mixup=epoch_mixup, accum_iter=args.accum_iter,
+                                clip_grad=args.clip_grad, log_interval=args.log_interval, header=header)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step(epoch + 1)
+        result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)
+        accuracy = result["pass2"]["top1"]
+        is_best = best_acc is None or accuracy > best_acc
+        best_acc = accuracy if is_best else best_acc
+        if d.main:
+            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, args)
+            save_atomic(state, run_dir / "checkpoint-last.pth")
+            if is_best:
+                _copy_atomic(run_dir / "checkpoint-last.pth", run_dir / "checkpoint-best.pth")
+            if args.save_every and (epoch + 1) % args.save_every == 0:
+                _copy_atomic(run_dir / "checkpoint-last.pth", run_dir / f"checkpoint-{epoch + 1}.pth")
+            done = epoch + 1 - start_epoch
+            eta = (time.time() - started) / done * (num_epochs - epoch - 1)
+            print(f"{header} train loss {stats['loss']:.4f} lr {lr:.2e} {stats['img_s']:.1f} img/s | "
+                  f"{eval_line(result)} | best top-1 {best_acc:.2f}% | eta {fmt_time(eta)}", flush=True)
+            record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_lr": lr,
+                      "train_img_s": stats["img_s"], "alpha": criterion.alpha}
+            for name in ("pass1", "pass2"):
+                record.update({f"val_{name}_{k}": v for k, v in result[name].items()})
+            log.epoch(record)
+    log.close()
+    if d.main:
+        best = "-" if best_acc is None else f"{best_acc:.2f}%"
+        print(f"done: best pass-2 top-1 {best}; checkpoints in {run_dir}", flush=True)
+    return 0
+
+
+def _copy_atomic(src, dst):
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
