@@ -1,0 +1,141 @@
+"""CIFAR-10/100 scripts end to end on tiny generated pickles: train, resume, eval, errors, DDP."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from datagen import write_cifar
+
+TINY_RUN = ["-T", "1", "--embed-dim", "64", "-b", "4", "-j", "0", "--no-verify", "--log-interval", "5",
+            "--warmup-epochs", "1", "--cooldown-epochs", "0"]
+
+
+def run_script(script, *args, expect=0, nproc=1):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    if nproc > 1:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               f"--master_port={port}", script, *args]
+    else:
+        cmd = [sys.executable, script, *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == expect, f"exit {proc.returncode}:\n{output[-4000:]}"
+    return output
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar(root, "cifar10")
+    write_cifar(root, "cifar100", classes=100)
+    return root
+
+
+def train(name, root, out, *extra, expect=0, nproc=1):
+    return run_script(f"./{name}/train.py", "--output", str(out), "--config", f"./{name}/{name}.yml",
+                      "-data-dir", str(root), *TINY_RUN, *extra, expect=expect, nproc=nproc)
+
+
+def weights(path, parameters_only=False):
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    if parameters_only:
+        state = {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
+    return state
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_train_then_eval_from_the_seed_command_line(name, cifar_root, tmp_path):
+    log = train(name, cifar_root, tmp_path, "--epochs", "2", "--experiment", "run")
+    run = tmp_path / "run"
+    assert "effective batch 4" in log and "epoch 2/2" in log and "img/s" in log and "eta" in log
+    for f in ("checkpoint-last.pth", "checkpoint-best.pth", "config.yaml", "log.txt"):
+        assert (run / f).is_file(), f
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (run / "log.txt").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and "val_pass2_top1" in records[0]
+    state = torch.load(run / "checkpoint-last.pth", weights_only=True)
+    assert state["epoch"] == 1 and isinstance(state["args"], dict)
+
+    out = run_script(f"./{name}/train.py", "--config", f"./{name}/{name}.yml", "-data-dir", str(cifar_root),
+                     *TINY_RUN, "--eval", "--resume", str(run / "checkpoint-last.pth"))
+    line = [x for x in out.splitlines() if x.startswith("eval ")][0]
+    assert "pass-1 top-1" in line and "pass-2 top-1" in line and "top-5" in line and "loss" in line
+    assert f"pass-2 top-1 {records[-1]['val_pass2_top1']:.2f}%" in line
+
+
+def test_resume_continues_exactly_as_straight_training(cifar_root, tmp_path):
+    train("cifar10", cifar_root, tmp_path, "--epochs", "3", "--save-every", "1", "--experiment", "straight")
+    train("cifar10", cifar_root, tmp_path, "--epochs", "3", "--experiment", "resumed",
+          "--resume", str(tmp_path / "straight" / "checkpoint-2.pth"))
+    straight = weights(tmp_path / "straight" / "checkpoint-last.pth")
+    resumed = weights(tmp_path / "resumed" / "checkpoint-last.pth")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_two_process_ddp_equals_one_process_on_the_same_global_batch(cifar_root, tmp_path):
+    """2 processes x batch 1 and 1 process x batch 1 x 2 accumulation steps see the same samples per
+    step (per-sample BN statistics alike) and must reach the same weights."""
+    common = ["--epochs", "1", "--warmup-epochs", "0", "-b", "1", "--mixup", "0", "--aa", "", "--reprob", "0",
+              "--hflip", "0", "--lr", "1e-3"]
+    train("cifar10", cifar_root, tmp_path, *common, "--accum-iter", "2", "--experiment", "one")
+    log = train("cifar10", cifar_root, tmp_path, *common, "--experiment", "two", nproc=2)
+    assert "world_size: 2" in log and "effective batch 2" in log
+    one = weights(tmp_path / "one" / "checkpoint-last.pth", parameters_only=True)
+    two = weights(tmp_path / "two" / "checkpoint-last.pth", parameters_only=True)
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cifar_root, tmp_path):
+    out = train("cifar10", cifar_root, tmp_path, "--epochs", "2", "--warmup-lr", "1e-5", "--lr", "1e38",
+                "--experiment", "nan", expect=1)
+    assert "error: loss is nan at epoch 2, step" in out or "error: loss is inf at epoch 2, step" in out
+    state = torch.load(tmp_path / "nan" / "checkpoint-last.pth", weights_only=True)
+    assert state["epoch"] == 0  # epoch 1's checkpoint, intact
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(cifar_root, tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00" * 100)
+    out = run_script("./cifar10/train.py", "--config", "./cifar10/cifar10.yml", "-data-dir", str(cifar_root),
+                     *TINY_RUN, "--eval", "--resume", str(bad), expect=1)
+    assert "cannot read checkpoint" in out and "corrupt" in out
+
+
+def test_mismatched_checkpoint_lists_the_keys(cifar_root, tmp_path):
+    train("cifar10", cifar_root, tmp_path, "--epochs", "1", "--experiment", "small")
+    out = run_script("./cifar10/train.py", "--config", "./cifar10/cifar10.yml", "-data-dir", str(cifar_root),
+                     *TINY_RUN, "--embed-dim", "128", "--eval", "--resume",
+                     str(tmp_path / "small" / "checkpoint-last.pth"), expect=1)
+    assert "checkpoint does not match the model" in out and "shape mismatches" in out
+
+
+def test_checksums_are_verified_by_default(cifar_root):
+    args = [a for a in TINY_RUN if a != "--no-verify"]
+    out = run_script("./cifar10/train.py", "--config", "./cifar10/cifar10.yml", "-data-dir", str(cifar_root),
+                     *args, "--eval", "--resume", "x.pth", expect=1)
+    assert "checksum" in out and "--no-verify" in out
+
+
+def test_missing_dataset_names_the_expected_layout(tmp_path, monkeypatch):
+    from engine import data
+    monkeypatch.setattr(data, "_online", lambda *a, **k: False)
+    with pytest.raises(data.DatasetError) as err:
+        data.cifar_dataset("cifar100", tmp_path, True, None)
+    message = str(err.value)
+    assert str(tmp_path / "cifar-100-python") in message and "offline" in message and "-data-dir" in message
+
+
+def test_unknown_yml_key_is_an_error(tmp_path):
+    config = tmp_path / "bad.yml"
+    config.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    out = run_script("./cifar10/train.py", "--config", str(config), expect=2)
+    assert "unknown keys ['learning_rate']" in out
