@@ -80,7 +80,14 @@ def build_parser(description):
     g.add_argument("--opt", default="adamw")
     g.add_argument("--opt-eps", "--opt_eps", dest="opt_eps", type=float, default=None)
     g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (absolute)")
+    g.add_argument("--blr", type=float, default=None,
+                   help="base lr: without --lr, lr = blr x effective batch / 256")
+    g.add_argument("--layer-decay", "--layer_decay", dest="layer_decay", type=float, default=None,
+                   help="layer-wise lr decay (1.0 or unset: none)")
+    g.add_argument("--sched-on-updates", "--sched_on_updates", dest="sched_on_updates",
+                   action=argparse.BooleanOptionalAction, default=False,
+                   help="step the lr schedule every update instead of every epoch")
     g.add_argument("--min-lr", "--min_lr", dest="min_lr", type=float, default=1e-5)
     g.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=0.05)
     g.add_argument("--sched", default="cosine")
@@ -94,6 +101,9 @@ def build_parser(description):
     g.add_argument("--experiment", default="", help="sub-folder of --output (default: model-T-time)")
     g.add_argument("--log-dir", "--log_dir", dest="log_dir", default="",
                    help="tensorboard folder (default: the run folder)")
+    g.add_argument("--finetune", default="",
+                   help="initialise from CKPT (ours, QKFormer's or SpiLiFormer's); tensors it lacks or "
+                        "that do not fit are reported and keep their initialisation")
     g.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate with --eval)")
     g.add_argument("--eval", action="store_true", help="evaluate --resume and exit")
     g.add_argument("--start-epoch", "--start_epoch", dest="start_epoch", type=int, default=None)

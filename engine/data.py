@@ -120,3 +120,23 @@ def cifar_dataset(name, root, train, transform, verify=True):
         raise DatasetError(f"{name.upper()} files under {root / folder} fail torchvision's checksum check "
                            f"({exc}). Re-download them, or pass --no-verify to load CIFAR-format files "
                            "that differ from the official ones (a subset, generated data)") from exc
+
+
+# ---------------------------------------------------------------- ImageNet (ImageFolder)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def image_folder(root, split, transform):
+    """torchvision ImageFolder of ROOT/SPLIT/<class>/<image>, with an error that shows the layout."""
+    folder = Path(root) / split
+    layout = (f"expected {Path(root)}/train/<class>/<image> and {Path(root)}/val/<class>/<image> "
+              "(e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG; sort the validation images into class "
+              "folders first)")
+    if not folder.is_dir():
+        raise DatasetError(f"no {split}/ folder under {root}: {layout}")
+    try:
+        return tv_datasets.ImageFolder(str(folder), transform=transform)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DatasetError(f"{folder}: {exc}; {layout}") from exc

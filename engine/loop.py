@@ -13,6 +13,10 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def updates_per_epoch(loader, accum_iter):
+    return math.ceil(len(loader) / accum_iter)
+
+
 def autocast(device, amp_dtype):
     """Mixed precision on CUDA only; `amp_dtype` None means float32."""
     if amp_dtype is None or device.type != "cuda":
@@ -21,8 +25,12 @@ def autocast(device, amp_dtype):
 
 
 def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, amp_dtype=None, mixup=None,
-                    accum_iter=1, clip_grad=None, log_interval=50, header=""):
-    """Returns {'loss': mean, 'img_s': throughput}. Raises NonFiniteLoss on nan/inf."""
+                    accum_iter=1, clip_grad=None, log_interval=50, header="", scheduler=None, num_updates=0):
+    """Returns {'loss': mean, 'img_s': throughput}. Raises NonFiniteLoss on nan/inf.
+
+    `scheduler.step_update` is told the running update count (timm: a no-op unless the schedule is
+    per update); `num_updates` is the count before this epoch.
+    """
     model.train()
     meter = Meter()
     progress = Progress(header, len(loader), log_interval, enabled=d.main)
@@ -48,6 +56,9 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, am
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            num_updates += 1
+            if scheduler is not None:
+                scheduler.step_update(num_updates=num_updates)
         meter.update(n=images.shape[0], loss=loss.item())
         progress.step(step, images.shape[0] * d.world_size, meter, optimizer.param_groups[0]["lr"])
     return {"loss": meter.avg("loss"), "img_s": progress.images_per_second()}

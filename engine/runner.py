@@ -21,7 +21,7 @@ from .checkpoint import plain, restore, save_atomic, training_state
 from .data import DatasetError, make_loaders, make_mixup
 from .distributed import init_distributed, shutdown
 from .logging import RunLog, fmt_time
-from .loop import NonFiniteLoss, eval_line, evaluate, train_one_epoch
+from .loop import NonFiniteLoss, eval_line, evaluate, train_one_epoch, updates_per_epoch
 
 USER_ERRORS = (DatasetError, CheckpointMismatchError, NonFiniteLoss, FileNotFoundError, ValueError)
 
@@ -98,24 +98,31 @@ def _run(args, build_datasets, d):
     if mixup is not None and args.batch_size % 2:
         raise ValueError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
     criterion = SpiLiFormerLoss(args.alpha, label_smoothing=args.smoothing)  # smoothing: hard targets only
+    effective_batch = args.batch_size * d.world_size * args.accum_iter
+    if args.blr is not None and args.lr is None:
+        args.lr = args.blr * effective_batch / 256
     opt_kwargs = {"eps": args.opt_eps} if args.opt_eps is not None else {}
     optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
-                                    momentum=args.momentum, **opt_kwargs)
+                                    momentum=args.momentum, layer_decay=args.layer_decay, **opt_kwargs)
+    steps = updates_per_epoch(train_loader, args.accum_iter)
     scheduler, num_epochs = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
                                                 cooldown_epochs=args.cooldown_epochs, min_lr=args.min_lr,
-                                                warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs)
+                                                warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
+                                                step_on_epochs=not args.sched_on_updates, updates_per_epoch=steps)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
     start_epoch, best_acc = 0, None
+    if args.finetune and not args.resume:
+        models.load_checkpoint(model, args.finetune, strict=False)
     if args.resume:
         start_epoch, best_acc = restore(args.resume, model, optimizer, scheduler, scaler)
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
     scheduler.step(start_epoch)
+    scheduler.step_update(num_updates=start_epoch * steps)
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.enabled else model
 
     run_dir = run_folder(args)
-    effective_batch = args.batch_size * d.world_size * args.accum_iter
     config = {**plain(vars(args)), "world_size": d.world_size, "effective_batch_size": effective_batch,
               "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir)}
     log = RunLog(run_dir, Path(args.log_dir) if args.log_dir else run_dir / "tensorboard", d.main)
@@ -140,7 +147,8 @@ def _run(args, build_datasets, d):
         header = f"epoch {epoch + 1}/{num_epochs}"
         stats = train_one_epoch(ddp, criterion, train_loader, optimizer, scaler, d, epoch + 1,
                                 amp_dtype=amp_dtype, mixup=epoch_mixup, accum_iter=args.accum_iter,
-                                clip_grad=args.clip_grad, log_interval=args.log_interval, header=header)
+                                clip_grad=args.clip_grad, log_interval=args.log_interval, header=header,
+                                scheduler=scheduler, num_updates=epoch * steps)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(epoch + 1)
         result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)

@@ -81,11 +81,12 @@ def checkpoint_filter_fn(state_dict, model, strict=True):
     shapes = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                     for k, v in mapped.items() if k in own and v.shape != own[k].shape)
     if missing or unexpected or shapes:
-        report = mismatch_report(missing, unexpected, shapes)
         if strict:
-            raise CheckpointMismatchError(report)
-        print(f"checkpoint loaded partially:\n{report}")
+            raise CheckpointMismatchError(mismatch_report(missing, unexpected, shapes))
         mapped = {k: v for k, v in mapped.items() if k in own and v.shape == own[k].shape}
+        print(mismatch_report(missing, unexpected, shapes, title=(
+            f"checkpoint loaded partially ({len(mapped)} of {len(own)} model tensors); the model's "
+            "missing and mis-shaped tensors keep their initialisation, unexpected ones are ignored")))
     else:
         mapped = {k: mapped[k] for k in own}
     return mapped
@@ -107,14 +108,16 @@ def likely_cause(missing, unexpected, shapes):
             "build the model it was trained as")
 
 
-def mismatch_report(missing, unexpected, shapes, limit=20):
+def mismatch_report(missing, unexpected, shapes, limit=20, title=None):
     def block(title, items):
         if not items:
             return ""
         more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
         return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:limit]) + more
-    return ("checkpoint does not match the model" + block("missing keys", missing)
-            + block("unexpected keys", unexpected) + block("shape mismatches", shapes)
+    body = block("missing keys", missing) + block("unexpected keys", unexpected) + block("shape mismatches", shapes)
+    if title is not None:
+        return title + body
+    return ("checkpoint does not match the model" + body
             + f"\n  likely cause: {likely_cause(missing, unexpected, shapes)}")
 
 

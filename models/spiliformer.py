@@ -101,6 +101,13 @@ class SpiLiFormer(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse=False):
+        """Parameter groups in depth order, for timm's layer-wise lr decay (stem first, head last)."""
+        return {"stem": r"^stages\.0\.downsample",
+                "blocks": r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.downsample", (0,)),
+                                                          (r"^stages\.(\d+)\.blocks\.(\d+)", None)]}
+
     def to_time_steps(self, x):
         """[B, C, H, W] image (repeated T times) or [B, T, C, H, W] event frames -> [T, B, C, H, W]."""
         if x.dim() == 4:

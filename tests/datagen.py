@@ -42,3 +42,18 @@ def write_cifar(root, name="cifar10", train_per_batch=8, test=8, classes=None, s
         _pickle(folder / "meta", {"fine_label_names": [f"class{i}" for i in range(classes)],
                                   "coarse_label_names": [f"super{i}" for i in range(20)]})
     return folder
+
+
+def write_image_folder(root, classes=3, train_per_class=4, val_per_class=2, size=(40, 48), seed=0):
+    """ImageNet's layout: ROOT/{train,val}/<wnid>/<name>.JPEG, real JPEG files."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            folder = Path(root) / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = (rng.integers(0, 64, (*size, 3)) + c * 80) % 256
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{split}_{c}_{i}.JPEG", quality=90)
+    return Path(root)

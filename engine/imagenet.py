@@ -1,0 +1,32 @@
+"""The ImageNet-1K script: DeiT/MAE-style flags and recipe (SPEC 7), ImageFolder data."""
+from .config import build_parser, input_size, parse_args
+from .data import IMAGENET_MEAN, IMAGENET_STD, image_folder, image_transforms
+from .runner import run
+
+# Table 1 recipe, phase 1 (phase 2: --blr 2e-6 --epochs 20 --warmup_epochs 0 --finetune PHASE1_CKPT)
+RECIPE = dict(model="spiliformer_10_768", img_size=[224], batch_size=64, epochs=200, blr=6e-4, lr=None,
+              min_lr=1e-6, warmup_epochs=5, warmup_lr=0.0, weight_decay=0.05, layer_decay=1.0, opt="adamw",
+              sched="cosine", sched_on_updates=True, aa="rand-m9-mstd0.5-inc1", smoothing=0.1, reprob=0.25,
+              remode="pixel", mixup=0.0, cutmix=0.0, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), amp=True,
+              workers=10, experiment=".", dist_eval=False, log_interval=100)
+
+
+def eval_crop_pct(size):
+    """224: resize 256 -> centre crop 224; larger sizes: resize straight to the size (crop ratio 1.0),
+    as the official evaluation does."""
+    return 224 / 256 if max(size) <= 224 else 1.0
+
+
+def main(argv=None):
+    parser = build_parser("SpiLiFormer on ImageNet-1K")
+    args = parse_args(parser, argv, defaults=RECIPE)
+    if args.crop_pct is None:
+        args.crop_pct = eval_crop_pct(input_size(args))
+
+    def datasets(args):
+        train_tf, val_tf = image_transforms(args, IMAGENET_MEAN, IMAGENET_STD)
+        train = image_folder(args.data_dir, "train", train_tf)
+        val = image_folder(args.data_dir, "val", val_tf)
+        return train, val, len(train.classes)
+
+    return run(args, datasets)

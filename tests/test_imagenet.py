@@ -1,0 +1,106 @@
+"""The ImageNet script end to end on a tiny ImageFolder of generated JPEGs."""
+import json
+
+import pytest
+import torch
+
+from conftest import DATA
+from datagen import write_image_folder
+from test_cifar import run_script
+
+
+
+def tiny(depths=("1", "1", "1")):
+    return ["--model", "SpiLiFormer_10_768", "--embed_dim", "48", "--num_heads", "2", "--depths", *depths,
+            "--input_size", "32", "--time_step", "1", "--batch_size", "2", "--num_workers", "0", "--no-amp",
+            "--log_interval", "2"]
+
+
+TINY = tiny()
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("imagenet"))
+
+
+def imagenet(*args, expect=0, nproc=1):
+    return run_script("./imagenet_1k/train.py", *args, expect=expect, nproc=nproc)
+
+
+def test_seed_command_trains_resumes_and_evaluates(imagenet_root, tmp_path):
+    out_dir, log_dir = tmp_path / "out", tmp_path / "tb"
+    common = ["--output_dir", str(out_dir), "--log_dir", str(log_dir), "--data_path", str(imagenet_root), *TINY]
+    log = imagenet(*common, "--epochs", "1", "--warmup_epochs", "1", "--blr", "1e-3")
+    assert "lr: 7.8125e-06" in log  # blr x effective batch 2 / 256
+    assert (out_dir / "checkpoint-last.pth").is_file() and list(log_dir.glob("events.out.tfevents.*"))
+    log = imagenet(*common, "--epochs", "2", "--resume", str(out_dir / "checkpoint-last.pth"))
+    assert "epoch 2/2" in log and "epoch 1/2" not in log
+    records = [json.loads(line) for line in (out_dir / "log.txt").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    out = imagenet(*common, "--resume", str(out_dir / "checkpoint-last.pth"), "--eval")
+    assert "pass-2 top-1" in out and "top-5" in out and "(6 images)" in out
+
+
+@pytest.mark.parametrize("size,crop_pct,resize", [(224, 0.875, 256), (288, 1.0, 288), (384, 1.0, 384)])
+def test_eval_transform_follows_the_official_evaluation(size, crop_pct, resize):
+    from engine.config import build_parser, parse_args
+    from engine.data import IMAGENET_MEAN, IMAGENET_STD, image_transforms
+    from engine.imagenet import eval_crop_pct
+
+    assert eval_crop_pct((size, size)) == crop_pct
+    args = parse_args(build_parser("t"), ["--input_size", str(size), "--crop_pct", str(crop_pct)])
+    _, val = image_transforms(args, IMAGENET_MEAN, IMAGENET_STD)
+    resize_op, crop_op = val.transforms[:2]
+    assert resize_op.size == resize and tuple(crop_op.size) == (size, size)
+
+
+@pytest.mark.parametrize("size,crop_pct", [("32", "0.875"), ("48", "1.0")])
+def test_eval_at_other_sizes(imagenet_root, tmp_path, size, crop_pct):
+    common = ["--output_dir", str(tmp_path), "--data_path", str(imagenet_root), *TINY]
+    imagenet(*common, "--epochs", "1")
+    out = imagenet(*common, "--input_size", size, "--crop_pct", crop_pct, "--eval",
+                   "--resume", str(tmp_path / "checkpoint-last.pth"))
+    assert "pass-2 top-1" in out
+
+
+def test_finetune_from_a_qkformer_checkpoint_reports_new_keys(imagenet_root, tmp_path):
+    ref = torch.load(DATA / "tiny_imagenet_qkformer.pt", weights_only=True)
+    official = tmp_path / "qkformer.pth"
+    torch.save({"model": ref["state_dict"]}, official)
+    out = imagenet("--output_dir", str(tmp_path / "ft"), "--data_path", str(imagenet_root),
+                   *tiny(depths=("1", "2", "1")),  # the official tiny model's blocks
+                   "--epochs", "1", "--finetune", str(official))
+    assert "checkpoint loaded partially" in out and "feedback.prompt_excite" in out  # new tensors
+    assert "head.weight" in out  # 10 official classes vs 3 here: re-initialised, not fatal
+    assert "epoch 1/1" in out
+
+
+def test_official_checkpoint_with_legacy_gives_the_official_numerics(tmp_path):
+    """The script's own path (flags -> model -> restore) reproduces the official logits."""
+    from engine.checkpoint import restore
+    from engine.config import build_parser, parse_args
+    from engine.runner import create_model
+
+    ref = torch.load(DATA / "tiny_imagenet_qkformer.pt", weights_only=True)
+    path = tmp_path / "official.pth"
+    torch.save({"model": ref["state_dict"], "epoch": 299}, path)
+    for legacy, expected in ((True, "logits"), (False, "logits_fixed")):
+        argv = ["--model", "SpiLiFormer_10_768", "--embed_dim", "48", "--num_heads", "2", "--depths", "1", "2",
+                "1", "--time_step", "2", "--no-ff_lidiff", "--no-fb_lidiff", "--backend", "torch"]
+        args = parse_args(build_parser("t"), argv + (["--legacy"] if legacy else []))
+        model = create_model(args, num_classes=10)
+        restore(path, model)
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(ref["input"]), ref[expected], atol=1e-5, rtol=0)
+
+
+def test_two_process_torchrun_with_dist_eval_counts_every_image_once(imagenet_root, tmp_path):
+    out = imagenet("--output_dir", str(tmp_path), "--data_path", str(imagenet_root), *TINY, "--epochs", "1",
+                   "--dist_eval", nproc=2)
+    assert "world_size: 2" in out and "(6 images)" in out
+
+
+def test_missing_imagenet_names_the_layout(tmp_path):
+    out = imagenet("--output_dir", str(tmp_path), "--data_path", str(tmp_path / "none"), *TINY, expect=1)
+    assert "train/<class>/<image>" in out and "val/" in out
