@@ -31,6 +31,8 @@ class ShardSampler(Sampler):
 def make_loaders(train_set, val_set, args, d):
     """Training order is a seeded permutation per epoch, the same for any number of processes
     (process r takes every world_size-th index), so runs are repeatable and resumable."""
+    if len(val_set) == 0:
+        raise DatasetError("the validation split is empty; the dataset has too few samples per class")
     train_sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True,
                                        seed=args.seed, drop_last=True)
     if args.dist_eval:

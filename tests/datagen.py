@@ -57,3 +57,56 @@ def write_image_folder(root, classes=3, train_per_class=4, val_per_class=2, size
                 pixels = (rng.integers(0, 64, (*size, 3)) + c * 80) % 256
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{split}_{c}_{i}.JPEG", quality=90)
     return Path(root)
+
+
+def write_cifar10dvs(root, classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                   "truck"), per_class=10, events=300, seed=0, zipped=True):
+    """CIFAR10-DVS as downloaded: ROOT/download/<class>.zip holding <class>/cifar10_<class>_<i>.aedat
+    (AEDAT 2.0: '#' header lines, then big-endian uint32 (address, timestamp) pairs)."""
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / "download").mkdir(parents=True, exist_ok=True)
+    for c, name in enumerate(classes):
+        files = {}
+        for i in range(per_class):
+            x, y = rng.integers(0, 128, events), (rng.integers(0, 64, events) + 64 * (c % 2))
+            p = rng.integers(0, 2, events)
+            addr = (y.astype(np.uint32) << 8) | (x.astype(np.uint32) << 1) | p.astype(np.uint32)
+            t = np.sort(rng.integers(0, 1_000_000, events)).astype(np.uint32)
+            body = np.empty(2 * events, dtype=">u4")
+            body[0::2], body[1::2] = addr, t
+            files[f"{name}/cifar10_{name}_{i}.aedat"] = b"#!AER-DAT2.0\r\n# This is a raw AE data file\r\n" + body.tobytes()
+        if zipped:
+            with zipfile.ZipFile(root / "download" / f"{name}.zip", "w") as z:
+                for arcname, data in files.items():
+                    z.writestr(arcname, data)
+        else:
+            for arcname, data in files.items():
+                path = root / "extract" / arcname
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+    return root
+
+
+def write_ncaltech101(root, classes=("accordion", "airplanes", "anchor"), per_class=10, events=300, seed=0):
+    """N-Caltech101 as downloaded: ROOT/download/Caltech101.zip holding Caltech101/<class>/image_XXXX.bin
+    (ATIS events of 40 bits: x (8), y (8), polarity (1), timestamp (23))."""
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / "download").mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(root / "download" / "Caltech101.zip", "w") as z:
+        for c, name in enumerate(classes):
+            for i in range(per_class):
+                x, y = rng.integers(0, 240, events), rng.integers(0, 180, events)
+                p = rng.integers(0, 2, events)
+                t = np.sort(rng.integers(0, 300_000, events))
+                raw = np.zeros((events, 5), dtype=np.uint8)
+                raw[:, 0], raw[:, 1] = x, y
+                raw[:, 2] = (p << 7) | ((t >> 16) & 0x7F)
+                raw[:, 3], raw[:, 4] = (t >> 8) & 0xFF, t & 0xFF
+                z.writestr(f"Caltech101/{name}/image_{i + 1:04d}.bin", raw.tobytes())
+    return root

@@ -1,0 +1,280 @@
+"""Event data (CIFAR10-DVS, N-Caltech101): raw files -> events -> T frames -> 9:1 split -> cache.
+
+spikingjelly does the reading (N-Caltech101) and the frame integration. We drive its steps
+ourselves because, as released (0.0.0.0.14), it would download or delete files whose checksums
+differ, swallows errors raised in its conversion threads, and its CIFAR10-DVS reader calls
+`np.fromstring` in binary mode, which NumPy 2 removed.
+"""
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from spikingjelly.datasets import cifar10_dvs, n_caltech101
+from torchvision.datasets.utils import extract_archive
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from .data import DatasetError
+
+CIFAR10DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def read_cifar10dvs(path):
+    """AEDAT 2.0 file -> events dict, exactly as spikingjelly's CIFAR10DVS.load_origin_data
+    (header lines '#...', then big-endian uint32 (address, timestamp) pairs)."""
+    with open(path, "rb") as f:
+        header = cifar10_dvs.skip_header(f)
+        f.seek(header)
+        data = np.frombuffer(f.read(), dtype=">u4")
+    if len(data) % 2:
+        raise DatasetError(f"{path}: odd number of 32-bit words, not an AEDAT 2.0 event file")
+    addr, t = data[::2], data[1::2]
+    x = (addr & 0xFE) >> 1
+    y = (addr & 0x7F00) >> 8
+    p = addr & 1
+    return {"t": t, "x": 127 - y, "y": 127 - x, "p": 1 - p.astype(int)}
+
+
+SOURCES = {
+    "cifar10dvs": dict(
+        title="CIFAR10-DVS", reader=read_cifar10dvs, ext=".aedat", extract_sub="", hw=(128, 128),
+        sj_class=cifar10_dvs.CIFAR10DVS, archives=[f"{c}.zip" for c in CIFAR10DVS_CLASSES],
+        where="https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671 (ten zip files, one per class)"),
+    "ncaltech101": dict(
+        title="N-Caltech101", reader=n_caltech101.NCaltech101.load_origin_data, ext=".bin",
+        extract_sub="Caltech101", hw=(180, 240), sj_class=n_caltech101.NCaltech101, archives=["Caltech101.zip"],
+        where="https://www.garrickorchard.com/datasets/n-caltech101 (Caltech101.zip)"),
+}
+
+
+def _layout(name, root):
+    s = SOURCES[name]
+    sub = f"{s['extract_sub']}/" if s["extract_sub"] else ""
+    return (f"put the {s['title']} download from {s['where']} as {root}/download/"
+            f"{{{', '.join(s['archives'])}}}, or its extracted class folders as {root}/extract/{sub}<class>/"
+            f"*{s['ext']}; a folder spikingjelly already converted ({root}/events_np/<class>/*.npz) is used as is")
+
+
+def _raw_folder(name, root):
+    """The folder of <class>/<raw file> folders, extracting the downloaded archives if needed."""
+    s = SOURCES[name]
+    extract = root / "extract"
+    raw = extract / s["extract_sub"] if s["extract_sub"] else extract
+    if raw.is_dir() and any(raw.glob(f"*/*{s['ext']}")):
+        return raw
+    archives = [root / "download" / a for a in s["archives"]]
+    missing = [a.name for a in archives if not a.is_file()]
+    if missing:
+        raise DatasetError(f"no {s['title']} under {root} (missing {', '.join(missing)}): {_layout(name, root)}")
+    for archive in archives:
+        print(f"extracting {archive}", flush=True)
+        extract_archive(str(archive), str(extract))
+    return raw
+
+
+def prepare_events(name, root):
+    """ROOT/events_np/<class>/*.npz, converting the raw files once (into a temporary folder, renamed
+    when complete, so an interrupted conversion is redone rather than half used)."""
+    root = Path(root)
+    events = root / "events_np"
+    if events.is_dir() and any(events.glob("*/*.npz")):
+        return events
+    raw = _raw_folder(name, root)
+    files = sorted(raw.glob(f"*/*{SOURCES[name]['ext']}"))
+    tmp = root / "events_np.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.time()
+    reader = SOURCES[name]["reader"]
+
+    def convert(src):
+        dst = tmp / src.parent.name / (src.stem + ".npz")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        events_dict = reader(str(src))
+        np.savez(dst, t=events_dict["t"], x=events_dict["x"], y=events_dict["y"], p=events_dict["p"])
+
+    print(f"converting {len(files)} {SOURCES[name]['title']} event files to {events} (once)", flush=True)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for src, future in zip(files, [pool.submit(convert, f) for f in files]):
+            try:
+                future.result()
+            except Exception as exc:
+                raise DatasetError(f"cannot read {src}: {type(exc).__name__}: {exc}") from exc
+    tmp.rename(events)
+    print(f"converted in {time.time() - started:.1f} s", flush=True)
+    return events
+
+
+def prepare_frames(name, root, T):
+    """spikingjelly's frame integration (T frames by event count), once; its samples [(path, label)]."""
+    root = Path(root)
+    events = prepare_events(name, root)
+    frames = root / f"frames_number_{T}_split_by_number"
+    n_events = len(list(events.glob("*/*.npz")))
+    if frames.is_dir() and len(list(frames.glob("*/*.npz"))) != n_events:
+        print(f"{frames} is incomplete (an interrupted run?); integrating again", flush=True)
+        shutil.rmtree(frames)
+    started = time.time()
+    if not frames.is_dir():
+        print(f"integrating {n_events} samples into T={T} frames in {frames} (once)", flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # spikingjelly prints a line per file
+        dataset = SOURCES[name]["sj_class"](str(root), data_type="frame", frames_number=T, split_by="number")
+    if len(dataset.samples) != n_events:
+        raise DatasetError(f"{frames} holds {len(dataset.samples)} samples for {n_events} event files: "
+                           "the integration failed for some; delete that folder and run again")
+    if time.time() - started > 1:
+        print(f"frames ready in {time.time() - started:.1f} s", flush=True)
+    return [(str(Path(p).relative_to(root)), label) for p, label in dataset.samples], dataset.classes
+
+
+def split_per_class(samples, train_ratio=0.9):
+    """The first ceil(ratio * n) samples of each class, in file order, for training; the rest for test."""
+    by_class = {}
+    for sample in samples:
+        by_class.setdefault(sample[1], []).append(sample)
+    train, test = [], []
+    for label in sorted(by_class):
+        items = by_class[label]
+        cut = math.ceil(len(items) * train_ratio)
+        train += items[:cut]
+        test += items[cut:]
+    return train, test
+
+
+def load_split(name, root, T, size, cache_dir=None, train_ratio=0.9):
+    """(train samples, test samples, classes), from `cache_dir` when it was built for this exact set-up."""
+    root = Path(root).resolve()
+    config = {"dataset": name, "root": str(root), "T": T, "split_by": "number", "train_ratio": train_ratio,
+              "input_size": list(size)}
+    manifest = Path(cache_dir) / f"{name}-split.json" if cache_dir else None
+    if manifest is not None and manifest.is_file():
+        cached = json.loads(manifest.read_text())
+        if cached["config"] == config and all((root / p).is_file() for p, _ in cached["train"][:1] + cached["test"][:1]):
+            print(f"dts_cache: using {manifest}", flush=True)
+            return cached["train"], cached["test"], cached["classes"]
+        changed = {k: (cached["config"].get(k), v) for k, v in config.items() if cached["config"].get(k) != v}
+        print(f"dts_cache: {manifest} was built for another set-up {changed or '(files moved)'}; rebuilding",
+              flush=True)
+    samples, classes = prepare_frames(name, root, T)
+    train, test = split_per_class(samples, train_ratio)
+    if manifest is not None:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = manifest.with_name(manifest.name + ".tmp")
+        tmp.write_text(json.dumps({"config": config, "classes": classes, "train": train, "test": test}))
+        tmp.replace(manifest)
+    return train, test, classes
+
+
+class EventFrames(torch.utils.data.Dataset):
+    """Integrated frames [T, 2, H, W] (float32 event counts) and labels."""
+
+    def __init__(self, root, samples, classes, transform=None):
+        self.root = Path(root)
+        self.samples = samples
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        with np.load(self.root / path) as f:
+            frames = torch.from_numpy(f["frames"]).float()
+        if self.transform is not None:
+            frames = self.transform(frames)
+        return frames, label
+
+
+class Resize:
+    """Frames to the model's input size (N-Caltech101's 180x240 -> 128x128 as the official code)."""
+
+    def __init__(self, size):
+        self.size = tuple(size)
+
+    def __call__(self, frames):
+        if tuple(frames.shape[-2:]) == self.size:
+            return frames
+        return F.interpolate(frames, size=self.size, mode="bilinear", align_corners=False)
+
+
+class SNNAugmentWide:
+    """QKFormer's DVS augmentation: TrivialAugment restricted to geometric ops, one per sample
+    (identity, shear-x, translate-x/y, rotate, cutout), the same op on every time step."""
+
+    bins = 31
+
+    def __init__(self):
+        self.ops = {
+            "identity": None,
+            "shear_x": torch.linspace(-0.3, 0.3, self.bins),
+            "translate_x": torch.linspace(-5.0, 5.0, self.bins),
+            "translate_y": torch.linspace(-5.0, 5.0, self.bins),
+            "rotate": torch.linspace(-30.0, 30.0, self.bins),
+            "cutout": None,
+        }
+
+    def __call__(self, frames):
+        name = list(self.ops)[random.randrange(len(self.ops))]
+        levels = self.ops[name]
+        m = float(levels[random.randrange(self.bins)]) * random.choice((-1, 1)) if levels is not None else 0.0
+        nearest = InterpolationMode.NEAREST
+        if name == "shear_x":
+            return TF.affine(frames, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(m), 0.0],
+                             interpolation=nearest)
+        if name in ("translate_x", "translate_y"):
+            shift = [int(m), 0] if name == "translate_x" else [0, int(m)]
+            return TF.affine(frames, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], interpolation=nearest)
+        if name == "rotate":
+            return TF.rotate(frames, m, interpolation=nearest)
+        if name == "cutout":
+            return _cutout(frames)
+        return frames
+
+
+def _cutout(frames, scale=(0.05, 0.33), ratio=(0.2, 5.0)):
+    """Erase one random rectangle (area `scale`, aspect `ratio`) on every frame."""
+    H, W = frames.shape[-2:]
+    for _ in range(10):
+        area = H * W * random.uniform(*scale)
+        aspect = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if h < H and w < W:
+            top, left = random.randint(0, H - h), random.randint(0, W - w)
+            frames = frames.clone()
+            frames[..., top:top + h, left:left + w] = 0
+            return frames
+    return frames
+
+
+class RandomHFlip:
+    def __call__(self, frames):
+        return frames.flip(-1) if random.random() < 0.5 else frames
+
+
+class Compose:
+    def __init__(self, *steps):
+        self.steps = steps
+
+    def __call__(self, x):
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
+def event_datasets(name, args, size):
+    train, test, classes = load_split(name, args.data_dir, args.T, size, cache_dir=args.dts_cache or None)
+    resize = Resize(size)
+    train_set = EventFrames(Path(args.data_dir).resolve(), train, classes,
+                            Compose(resize, RandomHFlip(), SNNAugmentWide()))
+    test_set = EventFrames(Path(args.data_dir).resolve(), test, classes, resize)
+    return train_set, test_set, len(classes)

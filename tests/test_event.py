@@ -1,0 +1,103 @@
+"""CIFAR10-DVS and N-Caltech101 scripts end to end, from raw event files written in their formats."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from datagen import write_cifar10dvs, write_ncaltech101
+from test_cifar import run_script
+
+TINY = ["--embed-dim", "64", "--num-heads", "2", "-b", "6", "--workers", "0", "--warmup-epochs", "1",
+        "--cooldown-epochs", "0", "--no-amp", "--log-interval", "5"]
+
+
+@pytest.fixture(scope="module")
+def dvs_root(tmp_path_factory):
+    return write_cifar10dvs(tmp_path_factory.mktemp("cifar10dvs"))
+
+
+@pytest.fixture(scope="module")
+def ncaltech_root(tmp_path_factory):
+    return write_ncaltech101(tmp_path_factory.mktemp("ncaltech101"))
+
+
+def test_cifar10dvs_from_raw_archives_trains_caches_resumes_and_evaluates(dvs_root, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    common = ["--output-dir", str(out), "--data-path", str(dvs_root), "--T", "2", "--input-size", "64",
+              "--dts_cache", str(cache), *TINY]
+    log = run_script("./cifar10dvs/train.py", *common, "--epochs", "1")
+    assert "converting 100 CIFAR10-DVS event files" in log and "integrating 100 samples into T=2" in log
+    assert (out / "checkpoint-last.pth").is_file() and (cache / "cifar10dvs-split.json").is_file()
+    log = run_script("./cifar10dvs/train.py", *common, "--epochs", "2", "--resume", str(out / "checkpoint-last.pth"))
+    assert "dts_cache: using" in log and "converting" not in log and "integrating" not in log
+    assert "epoch 2/2" in log and "epoch 1/2" not in log
+    log = run_script("./cifar10dvs/train.py", *common, "--eval", "--resume", str(out / "checkpoint-last.pth"))
+    assert "pass-2 top-1" in log and "(10 images)" in log  # the last 10 % of each class
+
+
+def test_cache_built_for_another_T_is_rebuilt_not_reused(dvs_root, tmp_path):
+    cache = tmp_path / "cache"
+    common = ["--output-dir", str(tmp_path), "--data-path", str(dvs_root), "--input-size", "64",
+              "--dts_cache", str(cache), *TINY, "--epochs", "1"]
+    run_script("./cifar10dvs/train.py", *common, "--T", "2", "--experiment", "a")
+    log = run_script("./cifar10dvs/train.py", *common, "--T", "3", "--experiment", "b")
+    assert "was built for another set-up" in log and "'T': [2, 3]" in log.replace("(", "[").replace(")", "]")
+    assert "integrating 100 samples into T=3" in log
+
+
+def test_ncaltech101_with_a_non_square_input_size(ncaltech_root, tmp_path):
+    log = run_script("./ncaltech101/train.py", "--output-dir", str(tmp_path), "--data-path", str(ncaltech_root),
+                     "--dts_cache", str(ncaltech_root / "dts_cache"), "--T", "2", "--input-size", "48", "64",
+                     *TINY, "--epochs", "1")
+    assert "converting 30 N-Caltech101 event files" in log and "(3 images)" in log and "epoch 1/1" in log
+
+
+@pytest.mark.parametrize("script,what", [("cifar10dvs", "airplane.zip"), ("ncaltech101", "Caltech101.zip")])
+def test_missing_dataset_says_what_to_download_and_where(tmp_path, script, what):
+    log = run_script(f"./{script}/train.py", "--output-dir", str(tmp_path), "--data-path", str(tmp_path / "none"),
+                     *TINY, expect=1)
+    assert what in log and str(tmp_path / "none" / "download") in log and "http" in log
+
+
+def test_aedat_reader_equals_spikingjelly_on_numpy_1(dvs_root, monkeypatch):
+    from spikingjelly.datasets import cifar10_dvs
+
+    from engine.dvs import read_cifar10dvs
+    path = next((dvs_root / "extract").glob("*/*.aedat"))
+    ours = read_cifar10dvs(path)
+    monkeypatch.setattr(np, "fromstring", np.frombuffer, raising=False)  # what NumPy 1 did
+    theirs = cifar10_dvs.CIFAR10DVS.load_origin_data(str(path))
+    for key in "txyp":
+        assert np.array_equal(ours[key], theirs[key]), key
+
+
+def test_split_takes_the_first_90_percent_of_each_class_in_file_order():
+    from engine.dvs import split_per_class
+    samples = [(f"a/{i:02d}.npz", 0) for i in range(10)] + [(f"b/{i:02d}.npz", 1) for i in range(20)]
+    train, test = split_per_class(samples)
+    assert train == samples[:9] + samples[10:28] and test == [samples[9]] + samples[28:]
+
+
+def test_interrupted_preparation_is_redone(dvs_root, tmp_path):
+    from engine.dvs import prepare_events, prepare_frames
+    root = tmp_path / "copy"
+    shutil.copytree(dvs_root / "download", root / "download")
+    (root / "events_np.tmp" / "airplane").mkdir(parents=True)  # a conversion killed half-way
+    assert len(list(prepare_events("cifar10dvs", root).glob("*/*.npz"))) == 100
+    samples, _ = prepare_frames("cifar10dvs", root, 2)
+    victim = root / samples[0][0]
+    victim.unlink()  # an integration killed half-way
+    samples, classes = prepare_frames("cifar10dvs", root, 2)
+    assert len(samples) == 100 and victim.is_file() and len(classes) == 10
+
+
+def test_snn_augment_applies_one_geometric_op_to_every_frame():
+    from engine.dvs import SNNAugmentWide
+    torch.manual_seed(0)
+    aug = SNNAugmentWide()
+    frames = torch.rand(1, 2, 32, 32).repeat(4, 1, 1, 1)
+    for _ in range(20):
+        out = aug(frames)
+        assert out.shape == frames.shape
+        assert all(torch.equal(out[0], out[t]) for t in range(4))
