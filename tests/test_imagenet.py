@@ -104,3 +104,21 @@ def test_two_process_torchrun_with_dist_eval_counts_every_image_once(imagenet_ro
 def test_missing_imagenet_names_the_layout(tmp_path):
     out = imagenet("--output_dir", str(tmp_path), "--data_path", str(tmp_path / "none"), *TINY, expect=1)
     assert "train/<class>/<image>" in out and "val/" in out
+
+
+def test_layer_decay_scales_the_lr_from_stem_to_head():
+    import timm
+    from timm.optim import create_optimizer_v2
+
+    model = timm.create_model("spiliformer_10_768", embed_dim=48, num_heads=2, depths=(1, 1, 2), num_classes=3)
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=1.0, weight_decay=0.05, layer_decay=0.5)
+    scale_of = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            scale_of[id(p)] = group["lr_scale"]
+    named = dict(model.named_parameters())
+    stem = scale_of[id(named["stages.0.downsample.convs.0.conv.weight"])]
+    first_block = scale_of[id(named["stages.0.blocks.0.attn.q.conv.weight"])]
+    last_block = scale_of[id(named["stages.2.blocks.1.mlp.fc2.conv.weight"])]
+    head = scale_of[id(named["head.weight"])]
+    assert stem < first_block < last_block < head == 1.0
