@@ -60,6 +60,11 @@ class LIF(neuron.LIFNode):
 
     def multi_step_forward(self, x_seq):
         self.backend = self._pick_backend(x_seq)
+        if not self.training and torch.is_grad_enabled() and x_seq.requires_grad:
+            # spikingjelly's eval kernels have no backward; attacks and saliency maps need the
+            # surrogate gradient of an eval-mode model (BN on running statistics)
+            self.v_float_to_tensor(x_seq[0])
+            return torch.stack([neuron.BaseNode.single_step_forward(self, x) for x in x_seq])
         return super().multi_step_forward(x_seq)
 
     def _pick_backend(self, x_seq):

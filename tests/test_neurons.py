@@ -98,3 +98,14 @@ def test_expand_spikes_is_binary_and_sums_back():
     assert planes.shape == (4, 2, 2)
     assert set(planes.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(planes.sum(0), counts)
+
+
+def test_eval_mode_gives_surrogate_gradients_and_the_same_spikes(stem):
+    model = tiny_model(stem).eval()
+    x = tiny_input(stem).requires_grad_()
+    with torch.no_grad():
+        reference = model(x)
+    logits = model(x)
+    torch.testing.assert_close(logits, reference, atol=1e-6, rtol=0)
+    logits.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -1,0 +1,123 @@
+"""The paper-table tools on tiny models and generated data."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import models
+from conftest import tiny_input, tiny_model
+from datagen import write_cifar, write_cifar10dvs
+from test_cifar import run_script
+
+TINY = ["--embed-dim", "64", "-T", "1", "-b", "4", "--num-batches", "1", "--no-verify"]
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar(root, "cifar10")
+    return root
+
+
+class TwoLayers(nn.Module):
+    """fc1 on an analog input (MACs), LIF, fc2 on its spikes (ACs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 3, bias=False)
+        self.lif = models.LIF(backend="torch")
+        self.fc2 = nn.Linear(3, 2, bias=False)
+        with torch.no_grad():
+            self.fc1.weight.copy_(torch.tensor([[1.0, 1.5, 0, 0], [0, 0.3, 0, 0], [0, 0, 2.5, 0]]))
+
+    def forward(self, x):  # x [T=1, B, 4]
+        from spikingjelly.activation_based import functional
+        functional.reset_net(self)
+        return self.fc2(self.lif(self.fc1(x)))
+
+
+def test_energy_of_a_hand_built_two_layer_network():
+    from tools.energy import layer_energy, summary
+    x = torch.tensor([[[1.0, 1.0, 1.0, 0.3]]])  # fc1 -> [2.5, 0.3, 2.5]; H = x/2 -> [1.25, .15, 1.25] -> spikes 1 0 1
+    rows = layer_energy(TwoLayers().eval(), [x])
+    fc1, fc2 = rows
+    assert (fc1["layer"], fc1["kind"], fc1["macs"]) == ("fc1", "MAC", 12)           # 4 x 3
+    assert (fc2["layer"], fc2["kind"], fc2["macs"]) == ("fc2", "AC", 6)             # 3 x 2
+    assert fc2["firing_rate"] == pytest.approx(2 / 3) and fc2["sops"] == pytest.approx(4)
+    # E = 4.6 pJ x 12 MACs + 0.9 pJ x (2/3 x 6) SOPs = 55.2 + 3.6 = 58.8 pJ
+    assert summary(rows, T=1)["snn_mj"] == pytest.approx(58.8e-9)
+    assert summary(rows, T=1)["ann_mj"] == pytest.approx(4.6e-12 * 18 * 1e3)
+
+
+def test_energy_counts_both_passes_and_the_attention_matmuls():
+    from tools.energy import layer_energy
+    model = tiny_model("cifar").eval()
+    rows = {r["layer"]: r for r in layer_energy(model, [tiny_input("cifar")], static_T=model.T)}
+    q = rows["stages.2.blocks.0.attn.q.conv"]
+    stage1_q = rows["stages.0.blocks.0.attn.q.conv"]
+    assert q["macs"] == pytest.approx(2 * model.T * 16 * 64 * 64)  # 4x4 tokens, 64 channels, two passes
+    assert stage1_q["macs"] == pytest.approx(model.T * 256 * 16 * 16)  # once
+    assert "stages.2.blocks.0.attn.matmul" in rows and rows["stages.0.downsample.convs.0.conv"]["kind"] == "MAC"
+
+
+def test_energy_tool_prints_the_table_and_writes_csv(cifar_root, tmp_path):
+    out = run_script("./tools/energy.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
+                     "--output", str(tmp_path / "energy.csv"))
+    assert "total:" in out and "mJ per image" in out and "as an ANN" in out
+    rows = list(csv.DictReader(open(tmp_path / "energy.csv")))
+    assert rows[0]["kind"] == "MAC" and {"layer", "macs", "firing_rate", "sops", "energy_j"} <= set(rows[0])
+
+
+def test_energy_on_event_data(tmp_path):
+    root = write_cifar10dvs(tmp_path / "dvs")
+    out = run_script("./tools/energy.py", "--dataset", "cifar10dvs", "--data-path", str(root), "-T", "2",
+                     "--embed-dim", "64", "--num-heads", "2", "--input-size", "64", "-b", "2", "--num-batches", "1")
+    assert "total:" in out
+
+
+def test_fgsm_with_zero_epsilon_leaves_accuracy_unchanged():
+    from tools.attack import attacks, robustness
+    model = tiny_model("cifar").eval()
+    x = tiny_input("cifar", batch=6)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # labels the model gets right: clean accuracy 100 %
+    result, n = robustness(model, [(x, y)], (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), attacks(fgsm_eps=(0.0, 0.3),
+                                                                                          pgd_steps=(2,)))
+    assert n == 6 and result["clean"] == 100.0 and result["FGSM 0"] == 100.0
+    assert result["FGSM 0.3"] <= 100.0 and result["PGD 2"] <= 100.0
+
+
+def test_attack_tool_prints_table_4s_row(cifar_root):
+    out = run_script("./tools/attack.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
+                     "--fgsm-eps", "0.05", "--pgd-steps", "1")
+    assert "clean" in out and "FGSM 0.05" in out and "PGD 1" in out
+
+
+def test_heatmap_png_has_the_expected_size(cifar_root, tmp_path):
+    from PIL import Image
+    out = run_script("./tools/heatmap.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
+                     "-T", "2", "--images", "0", "3", "5", "--output", str(tmp_path / "maps.png"))
+    assert "3 images x 5 columns" in out and "stage 3 FB pass 2" in out
+    assert Image.open(tmp_path / "maps.png").size == (5 * 200, 3 * 200)
+
+
+def test_corruptions_from_cifar10c_files(cifar_root, tmp_path):
+    folder = tmp_path / "CIFAR-10-C"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(folder / "labels.npy", np.tile(np.arange(4), 5).astype(np.uint8))
+    for name in ("gaussian_noise", "fog"):
+        np.save(folder / f"{name}.npy", rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
+    out = run_script("./tools/corruptions.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
+                     "--corruption-path", str(folder), "--corruptions", "gaussian_noise", "fog",
+                     "--output", str(tmp_path / "c.csv"))
+    assert "gaussian_noise" in out and str(folder) in out and "mean top-1" in out
+    assert (tmp_path / "c.csv").read_text().startswith("corruption,severity_1")
+
+
+def test_corruptions_generated_when_files_are_absent(cifar_root):
+    out = run_script("./tools/corruptions.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
+                     "--corruptions", "gaussian_noise", "glass_blur", "fog", "--severities", "1", "3")
+    assert "generated with imagecorruptions" in out and "glass_blur" in out and "fog" in out
