@@ -61,3 +61,11 @@ def barrier(d):
 def shutdown(d):
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sync_buffers(model, d):
+    """Give every process rank 0's BatchNorm statistics (each updated its own in the last step),
+    so that a sharded evaluation uses exactly the model that is saved."""
+    if d.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)

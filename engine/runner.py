@@ -19,7 +19,7 @@ from models import CheckpointMismatchError, SpiLiFormerLoss, linear_alpha
 
 from .checkpoint import plain, restore, save_atomic, training_state
 from .data import DatasetError, make_loaders, make_mixup
-from .distributed import init_distributed, shutdown
+from .distributed import init_distributed, shutdown, sync_buffers
 from .logging import RunLog, fmt_time
 from .loop import NonFiniteLoss, eval_line, evaluate, train_one_epoch, updates_per_epoch
 
@@ -151,6 +151,7 @@ def _run(args, build_datasets, d):
                                 scheduler=scheduler, num_updates=epoch * steps)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(epoch + 1)
+        sync_buffers(model, d)
         result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)
         accuracy = result["pass2"]["top1"]
         is_best = best_acc is None or accuracy > best_acc
