@@ -10,8 +10,8 @@ def main(name, argv=None):
 
     def datasets(args):
         train_tf, val_tf = image_transforms(args, CIFAR_MEAN, CIFAR_STD)
-        train = cifar_dataset(name, args.data_dir, True, train_tf, verify=args.verify)
+        train = None if args.eval else cifar_dataset(name, args.data_dir, True, train_tf, verify=args.verify)
         val = cifar_dataset(name, args.data_dir, False, val_tf, verify=args.verify)
-        return train, val, len(train.classes)
+        return train, val, len(val.classes)
 
     return run(args, datasets)

@@ -29,24 +29,26 @@ class ShardSampler(Sampler):
 
 
 def make_loaders(train_set, val_set, args, d):
-    """Training order is a seeded permutation per epoch, the same for any number of processes
+    """`train_set` None (--eval) gives no training loader. Training order is a seeded permutation per epoch, the same for any number of processes
     (process r takes every world_size-th index), so runs are repeatable and resumable."""
     if len(val_set) == 0:
         raise DatasetError("the validation split is empty; the dataset has too few samples per class")
-    train_sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True,
-                                       seed=args.seed, drop_last=True)
     if args.dist_eval:
         val_sampler = ShardSampler(len(val_set), d.rank, d.world_size)
     else:
         val_sampler = ShardSampler(len(val_set), 0, 1) if d.main else ShardSampler(0, 0, 1)
     common = dict(num_workers=args.workers, pin_memory=d.device.type == "cuda")
+    val_loader = DataLoader(val_set, batch_size=args.val_batch_size or args.batch_size, sampler=val_sampler,
+                            **common)
+    if train_set is None:  # --eval
+        return None, val_loader
+    train_sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True,
+                                       seed=args.seed, drop_last=True)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=train_sampler, drop_last=True,
                               **common)
     if len(train_loader) == 0:
         raise DatasetError(f"{len(train_set)} training samples make no full batch of {args.batch_size} per "
                            f"process on {d.world_size} process(es); lower --batch-size")
-    val_loader = DataLoader(val_set, batch_size=args.val_batch_size or args.batch_size, sampler=val_sampler,
-                            **common)
     return train_loader, val_loader
 
 

@@ -273,8 +273,7 @@ class Compose:
 
 def event_datasets(name, args, size):
     train, test, classes = load_split(name, args.data_dir, args.T, size, cache_dir=args.dts_cache or None)
-    resize = Resize(size)
-    train_set = EventFrames(Path(args.data_dir).resolve(), train, classes,
-                            Compose(resize, RandomHFlip(), SNNAugmentWide()))
-    test_set = EventFrames(Path(args.data_dir).resolve(), test, classes, resize)
-    return train_set, test_set, len(classes)
+    root, resize = Path(args.data_dir).resolve(), Resize(size)
+    train_set = EventFrames(root, train, classes, Compose(resize, RandomHFlip(), SNNAugmentWide()))
+    test_set = EventFrames(root, test, classes, resize)
+    return (None if getattr(args, "eval", False) else train_set), test_set, len(classes)

@@ -25,8 +25,8 @@ def main(argv=None):
 
     def datasets(args):
         train_tf, val_tf = image_transforms(args, IMAGENET_MEAN, IMAGENET_STD)
-        train = image_folder(args.data_dir, "train", train_tf)
+        train = None if args.eval else image_folder(args.data_dir, "train", train_tf)  # --eval: no train scan
         val = image_folder(args.data_dir, "val", val_tf)
-        return train, val, len(train.classes)
+        return train, val, len(val.classes)
 
     return run(args, datasets)
