@@ -4,7 +4,6 @@
 
 Event frames are scaled into [0, 1] by their batch maximum, so epsilon is a fraction of it.
 """
-import csv
 import sys
 from pathlib import Path
 
@@ -13,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torchattacks  # noqa: E402
 
-from tools.common import InputSpace, batches, build_parser, eval_data, load_model, main_guard  # noqa: E402
+from tools.common import (InputSpace, batches, build_parser, eval_data, load_model, main_guard,  # noqa: E402
+                          write_csv)
 
 FGSM_EPS = (0.05, 0.1, 0.2, 0.3)
 PGD_EPS, PGD_STEP = 8 / 255, 2 / 255
@@ -57,12 +57,7 @@ def main(argv=None):
     print(f"top-1 (%) on {n} {args.dataset} images; PGD: eps 8/255, step 2/255")
     print(" | ".join(f"{k:>9}" for k in result))
     print(" | ".join(f"{v:>9.2f}" for v in result.values()))
-    if args.output:
-        with open(args.output, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(result))
-            writer.writeheader()
-            writer.writerow(result)
-        print(f"wrote {args.output}")
+    write_csv(args.output, [result])
     return 0
 
 

@@ -1,6 +1,7 @@
 """What every paper-table tool shares: its command line, the model (any checkpoint, any variant)
 and the evaluation data of any dataset the training scripts read (their own data code)."""
 import argparse
+import csv
 import sys
 import warnings
 from pathlib import Path
@@ -109,6 +110,17 @@ class InputSpace(nn.Module):
     def forward(self, x):
         out = self.model((x * self.scale - self.mean) / self.std, return_both=False)
         return out
+
+
+def write_csv(path, rows):
+    """A list of same-keyed dicts -> CSV at `path` (no-op without a path)."""
+    if not path or not rows:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {path}")
 
 
 def main_guard(main):

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tools.common import InputSpace, batches, build_parser, eval_data, load_model, main_guard  # noqa: E402
+from tools.common import (InputSpace, batches, build_parser, eval_data, load_model, main_guard,  # noqa: E402
+                          write_csv)
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -110,12 +111,8 @@ def main(argv=None):
     source = args.corruption_path if use_files else "generated with imagecorruptions"
     print(f"mean top-1 over {len(names)} corruptions x severities {args.severities}: "
           f"{sum(overall) / len(overall):.2f}% ({source}, {limit} images each)")
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write("corruption," + ",".join(f"severity_{s}" for s in args.severities) + ",mean\n")
-            for name, row in table.items():
-                f.write(f"{name}," + ",".join(f"{a:.4f}" for a in row) + f",{sum(row) / len(row):.4f}\n")
-        print(f"wrote {args.output}")
+    write_csv(args.output, [{"corruption": name, **{f"severity_{s}": a for s, a in zip(args.severities, row)},
+                             "mean": sum(row) / len(row)} for name, row in table.items()])
     return 0
 
 

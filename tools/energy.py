@@ -8,7 +8,6 @@ features, the first feedback decoder on the gated output) does multiply-accumula
 other layer does fr x MACs accumulates (SOPs, E_AC). The static image is the same at every time
 step, so the first conv is counted once (eq 26).
 """
-import csv
 import sys
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from tools.common import DATASETS, InputSpace, batches, build_parser, eval_data, load_model, main_guard  # noqa: E402
+from tools.common import (DATASETS, InputSpace, batches, build_parser, eval_data, load_model,  # noqa: E402
+                          main_guard, write_csv)
 
 E_MAC = 4.6e-12  # J, 45 nm (eq 26)
 E_AC = 0.9e-12
@@ -137,12 +137,7 @@ def main(argv=None):
     T = model.T if static else next(iter(batches(dataset, args)))[0].shape[1]
     totals = summary(rows, T)
     print_table(rows, totals)
-    if args.output:
-        with open(args.output, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {args.output}")
+    write_csv(args.output, rows)
     return 0
 
 
