@@ -121,3 +121,13 @@ def test_corruptions_generated_when_files_are_absent(cifar_root):
     out = run_script("./tools/corruptions.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
                      "--corruptions", "gaussian_noise", "glass_blur", "fog", "--severities", "1", "3")
     assert "generated with imagecorruptions" in out and "glass_blur" in out and "fog" in out
+
+
+def test_attacks_on_event_frames_stay_in_count_space():
+    from tools.attack import attacks, robustness
+    model = tiny_model("event").eval()
+    x = tiny_input("event", batch=4) * 3  # event counts up to 3
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    result, n = robustness(model, [(x, y)], None, None, attacks(fgsm_eps=(0.0, 0.1), pgd_steps=(1,)))
+    assert n == 4 and result["clean"] == 100.0 and result["FGSM 0"] == 100.0
