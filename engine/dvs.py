@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from spikingjelly.datasets import cifar10_dvs, n_caltech101
 from torchvision.datasets.utils import extract_archive
+from torchvision import transforms as tv_transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -195,18 +195,6 @@ class EventFrames(torch.utils.data.Dataset):
         return frames, label
 
 
-class Resize:
-    """Frames to the model's input size (N-Caltech101's 180x240 -> 128x128 as the official code)."""
-
-    def __init__(self, size):
-        self.size = tuple(size)
-
-    def __call__(self, frames):
-        if tuple(frames.shape[-2:]) == self.size:
-            return frames
-        return F.interpolate(frames, size=self.size, mode="bilinear", align_corners=False)
-
-
 class SNNAugmentWide:
     """QKFormer's DVS augmentation: TrivialAugment restricted to geometric ops, one per sample
     (identity, shear-x, translate-x/y, rotate, cutout), the same op on every time step."""
@@ -222,6 +210,8 @@ class SNNAugmentWide:
             "rotate": torch.linspace(-30.0, 30.0, self.bins),
             "cutout": None,
         }
+        # one rectangle erased on every frame (it indexes the last two axes)
+        self.cutout = tv_transforms.RandomErasing(p=1.0, scale=(0.05, 0.33), ratio=(0.2, 5.0), value=0)
 
     def __call__(self, frames):
         name = list(self.ops)[random.randrange(len(self.ops))]
@@ -237,43 +227,16 @@ class SNNAugmentWide:
         if name == "rotate":
             return TF.rotate(frames, m, interpolation=nearest)
         if name == "cutout":
-            return _cutout(frames)
+            return self.cutout(frames)
         return frames
-
-
-def _cutout(frames, scale=(0.05, 0.33), ratio=(0.2, 5.0)):
-    """Erase one random rectangle (area `scale`, aspect `ratio`) on every frame."""
-    H, W = frames.shape[-2:]
-    for _ in range(10):
-        area = H * W * random.uniform(*scale)
-        aspect = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-        if h < H and w < W:
-            top, left = random.randint(0, H - h), random.randint(0, W - w)
-            frames = frames.clone()
-            frames[..., top:top + h, left:left + w] = 0
-            return frames
-    return frames
-
-
-class RandomHFlip:
-    def __call__(self, frames):
-        return frames.flip(-1) if random.random() < 0.5 else frames
-
-
-class Compose:
-    def __init__(self, *steps):
-        self.steps = steps
-
-    def __call__(self, x):
-        for step in self.steps:
-            x = step(x)
-        return x
 
 
 def event_datasets(name, args, size):
     train, test, classes = load_split(name, args.data_dir, args.T, size, cache_dir=args.dts_cache or None)
-    root, resize = Path(args.data_dir).resolve(), Resize(size)
-    train_set = EventFrames(root, train, classes, Compose(resize, RandomHFlip(), SNNAugmentWide()))
+    root = Path(args.data_dir).resolve()
+    # N-Caltech101's 180x240 frames to the input size (128x128 as the official code); bilinear on counts
+    resize = tv_transforms.Resize(tuple(size), interpolation=InterpolationMode.BILINEAR, antialias=False)
+    train_set = EventFrames(root, train, classes, tv_transforms.Compose(
+        [resize, tv_transforms.RandomHorizontalFlip(), SNNAugmentWide()]))
     test_set = EventFrames(root, test, classes, resize)
     return (None if getattr(args, "eval", False) else train_set), test_set, len(classes)

@@ -46,8 +46,9 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, am
         with sync:
             with autocast(d.device, amp_dtype):
                 loss = criterion(model(images), targets)
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch}, step {step + 1}/{len(loader)}")
+            value = loss.item()  # one host sync per step, needed for the check anyway
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"loss is {value} at epoch {epoch}, step {step + 1}/{len(loader)}")
             scaler.scale(loss / accum_iter).backward()
         if update:
             if clip_grad is not None:
@@ -59,7 +60,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, am
             num_updates += 1
             if scheduler is not None:
                 scheduler.step_update(num_updates=num_updates)
-        meter.update(n=images.shape[0], loss=loss.item())
+        meter.update(n=images.shape[0], loss=value)
         progress.step(step, images.shape[0] * d.world_size, meter, optimizer.param_groups[0]["lr"])
     return {"loss": meter.avg("loss"), "img_s": progress.images_per_second()}
 
@@ -72,7 +73,7 @@ def evaluate(model, loader, d, *, amp_dtype=None):
     reports its single output as pass 2.
     """
     model.eval()
-    sums = torch.zeros(2, 3, dtype=torch.float64)  # [pass, (top-1 hits, top-5 hits, loss sum)]
+    sums = torch.zeros(2, 3, dtype=torch.float64, device=d.device)  # [pass, (top-1, top-5 hits, loss sum)]
     images_seen = 0
     for images, targets in loader:
         images = images.to(d.device, non_blocking=True)
@@ -85,9 +86,9 @@ def evaluate(model, loader, d, *, amp_dtype=None):
             logits = logits.float()
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top5 == targets[:, None]
-            sums[i] += torch.tensor([hits[:, 0].sum().item(), hits.any(1).sum().item(),
-                                     F.cross_entropy(logits, targets, reduction="sum").item()],
-                                    dtype=torch.float64)
+            sums[i, 0] += hits[:, 0].sum()
+            sums[i, 1] += hits.any(1).sum()
+            sums[i, 2] += F.cross_entropy(logits, targets, reduction="sum").double()
         images_seen += images.shape[0]
     totals = all_reduce_sum(sums.flatten().tolist() + [images_seen], d)
     n = max(totals[-1], 1)

@@ -142,7 +142,8 @@ def expand_spikes(s, levels=None):
     return (s.unsqueeze(0) > steps).to(s.dtype)
 
 
-def _is_spike_count(x):
+def is_spike_count(x):
+    """Non-negative integer values: what a neuron emits (binary or I-LIF counts) and their sums."""
     return x.is_floating_point() and bool((x >= 0).all()) and torch.equal(x, x.round())
 
 
@@ -155,7 +156,7 @@ def spike_expanded_inference(model):
     """
     def hook(module, inputs, output):
         x = inputs[0]
-        if not _is_spike_count(x) or x.max() <= 1:
+        if not is_spike_count(x) or x.max() <= 1:
             return output
         bias = module.bias
         if isinstance(module, nn.Linear):

@@ -18,6 +18,7 @@ import models  # noqa: E402
 from engine import data as engine_data  # noqa: E402
 from engine.imagenet import eval_crop_pct  # noqa: E402
 
+EVENT_T = 16  # event frames per sample unless -T says otherwise (the paper's T)
 DATASETS = {  # name -> (default model, classes, static?, input size, mean, std)
     "cifar10": ("spiliformer_4_384", 10, True, 32, engine_data.CIFAR_MEAN, engine_data.CIFAR_STD),
     "cifar100": ("spiliformer_4_384", 100, True, 32, engine_data.CIFAR_MEAN, engine_data.CIFAR_STD),
@@ -72,7 +73,7 @@ def eval_data(args):
     size = args.input_size or default_size
     if args.dataset in ("cifar10dvs", "ncaltech101"):
         from engine.dvs import event_datasets
-        ns = SimpleNamespace(data_dir=args.data_path, T=args.T or 16, dts_cache=args.dts_cache)
+        ns = SimpleNamespace(data_dir=args.data_path, T=args.T or EVENT_T, dts_cache=args.dts_cache)
         _, test, _ = event_datasets(args.dataset, ns, (size, size))
         return test, None, None
     crop = 1.0 if args.dataset != "imagenet" else eval_crop_pct((size, size))

@@ -17,16 +17,14 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from models.neurons import is_spike_count  # noqa: E402
+
 from tools.common import (DATASETS, InputSpace, batches, build_parser, eval_data, load_model,  # noqa: E402
                           main_guard, write_csv)
 
 E_MAC = 4.6e-12  # J, 45 nm (eq 26)
 E_AC = 0.9e-12
 COUNTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
-
-
-def _is_spikes(x):
-    return bool((x >= 0).all()) and torch.equal(x, x.round())
 
 
 class _Rate:
@@ -39,7 +37,7 @@ class _Rate:
         x = x.detach().float()
         self.total += x.sum().item()
         self.count += x.numel()
-        self.spikes &= _is_spikes(x)
+        self.spikes &= is_spike_count(x)
         self.first_call = call if self.first_call is None else self.first_call
 
     @property
@@ -134,8 +132,7 @@ def main(argv=None):
     wrapped = InputSpace(model, mean, std).to(args.device)
     static = DATASETS[args.dataset][2]
     rows = layer_energy(wrapped, (x for x, _ in batches(dataset, args)), static_T=model.T if static else 1)
-    T = model.T if static else next(iter(batches(dataset, args)))[0].shape[1]
-    totals = summary(rows, T)
+    totals = summary(rows, model.T)  # event frames are integrated into the model's T as well
     print_table(rows, totals)
     write_csv(args.output, rows)
     return 0

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from models.attention import FBLiDiffAttention, FFLiDiffAttention  # noqa: E402
+from models.attention import FFLiDiffAttention  # noqa: E402
 from tools.common import InputSpace, build_parser, eval_data, load_model, main_guard  # noqa: E402
 
 CELL_INCHES, DPI = 2.0, 100
@@ -29,18 +29,12 @@ def attention_maps(model, x):
     """{column title: [B, H, W] map in [0, 1]} for the last FF block of each shallow stage and the
     last FB block in pass 1 and pass 2, plus the pass-2 probabilities."""
     captured = {}
-    blocks = []
-    for si, stage in enumerate(model.model.stages):
-        for bi, block in enumerate(stage.blocks):
-            if isinstance(block.attn, (FFLiDiffAttention, FBLiDiffAttention)):
-                blocks.append((si, bi, block.attn))
-    keep = {}
-    for si, bi, attn in blocks:  # the last block of each stage
-        keep[si] = (bi, attn)
     handles = []
-    for si, (bi, attn) in keep.items():
-        kind = "FF" if isinstance(attn, FFLiDiffAttention) else "FB"
-        key = f"stage {si + 1} {kind}"
+    for si, stage in enumerate(model.model.stages):
+        if not len(stage.blocks):
+            continue
+        attn = stage.blocks[-1].attn  # the last block of each stage
+        key = f"stage {si + 1} {'FF' if isinstance(attn, FFLiDiffAttention) else 'FB'}"
         handles.append(attn.attn_lif.register_forward_hook(
             lambda m, i, o, key=key: captured.setdefault(key, []).append(o.detach())))
     try:
