@@ -20,7 +20,8 @@ def build_parser(description):
     g.add_argument("--model", default="spiliformer_4_384", help="registered model name (any case)")
     g.add_argument("-T", "--T", "--time-step", "--time_step", dest="T", type=int, default=None,
                    help="time steps (default: the variant's)")
-    g.add_argument("--num-classes", "--num_classes", dest="num_classes", type=int, default=None)
+    g.add_argument("--num-classes", "--num_classes", "--nb_classes", "--nb-classes", dest="num_classes", type=int,
+                   default=None, help="default: the dataset's")
     g.add_argument("--embed-dim", "--embed_dim", dest="embed_dim", type=int, default=None,
                    help="width of the deepest stage, to shrink the model")
     g.add_argument("--depths", type=int, nargs="+", default=None)
@@ -52,7 +53,8 @@ def build_parser(description):
     g.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), help="random-resized-crop aspect")
     g.add_argument("--hflip", type=float, default=0.5)
     g.add_argument("--color-jitter", "--color_jitter", dest="color_jitter", type=float, default=0.0)
-    g.add_argument("--aa", default=None, help="timm auto-augment policy, e.g. rand-m9-n1-mstd0.4-inc1")
+    g.add_argument("--aa", default=None,
+                   help="timm auto-augment policy, e.g. rand-m9-n1-mstd0.4-inc1; 'none' or '' for none")
     g.add_argument("--interpolation", default="bicubic")
     g.add_argument("--train-interpolation", "--train_interpolation", dest="train_interpolation",
                    default="bicubic")
@@ -122,6 +124,10 @@ def build_parser(description):
     return p
 
 
+POSITIVE = ("T", "epochs", "batch_size", "accum_iter", "val_batch_size", "log_interval")
+NON_NEGATIVE = ("workers", "cooldown_epochs", "warmup_epochs", "save_every", "mixup_off_epoch")
+
+
 def parse_args(parser, argv=None, defaults=None):
     """Parse `argv` over the yml given by --config (and `defaults`, the script's recipe)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -129,23 +135,44 @@ def parse_args(parser, argv=None, defaults=None):
         parser.set_defaults(**defaults)
     first, _ = parser.parse_known_args(argv)
     if first.config:
-        try:
-            with open(first.config) as f:
-                recipe = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            parser.error(f"config file not found: {first.config}")
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(recipe) - known)
-        if unknown:
-            parser.error(f"{first.config}: unknown keys {unknown}; keys are the flags' names with "
-                         "underscores (see --help)")
-        parser.set_defaults(**recipe)
+        parser.set_defaults(**read_recipe(parser, first.config))
     args = parser.parse_args(argv)
     if isinstance(args.img_size, int):
         args.img_size = [args.img_size]
     if args.img_size is not None and len(args.img_size) not in (1, 2):
         parser.error("--img-size takes one value (square) or two (H W)")
+    if args.aa is not None and str(args.aa).strip().lower() in ("", "none", "null", "off"):
+        args.aa = None  # timm asserts on 'none'
+    for name in POSITIVE + NON_NEGATIVE:
+        value = getattr(args, name, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            parser.error(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
+        if value is not None and (value < 1 if name in POSITIVE else value < 0):
+            parser.error(f"--{name.replace('_', '-')} must be {'>= 1' if name in POSITIVE else '>= 0'}, "
+                         f"got {value}")
+    if args.img_size is not None and min(args.img_size) < 1:
+        parser.error(f"--img-size must be positive, got {args.img_size}")
     return args
+
+
+def read_recipe(parser, path):
+    """A yml recipe as {destination: value}; any problem is a parser error naming the file."""
+    try:
+        with open(path) as f:
+            recipe = yaml.safe_load(f)
+    except FileNotFoundError:
+        parser.error(f"config file not found: {path}")
+    except (OSError, yaml.YAMLError) as exc:
+        parser.error(f"{path} is not valid YAML: {' '.join(str(exc).split())}")
+    recipe = recipe or {}
+    if not isinstance(recipe, dict):
+        parser.error(f"{path} must be a mapping of flag names to values, got a {type(recipe).__name__}")
+    known = {a.dest for a in parser._actions}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        parser.error(f"{path}: unknown keys {unknown}; keys are the flags' names with underscores "
+                     "(see --help)")
+    return recipe
 
 
 def input_size(args):

@@ -1,17 +1,23 @@
 """Data loading shared by the scripts: samplers, loaders, timm transforms, and the CIFAR datasets."""
+import pickle
 import socket
 from pathlib import Path
 
-import torch
+import numpy as np
+from PIL import Image, ImageOps
 from timm.data import Mixup, create_transform
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from timm.data.auto_augment import AutoAugment, RandAugment
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision import datasets as tv_datasets
+from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
+from models import UserError
 
 from .config import input_size
 
 
-class DatasetError(RuntimeError):
-    pass
+class DatasetError(UserError):
+    """Data that is missing, incomplete or not in the expected format."""
 
 
 class ShardSampler(Sampler):
@@ -72,7 +78,29 @@ def image_transforms(args, default_mean, default_std):
                              re_mode=args.remode, re_count=args.recount)
     val = create_transform(size, is_training=False, interpolation=args.interpolation, mean=mean, std=std,
                            crop_pct=args.crop_pct)
-    return train, val
+    return mend_posterize(train), val
+
+
+def posterize(img, bits_to_keep, **_):
+    """timm's posterize, keeping 0 bits as a black image: timm's `-inc1` policies map magnitude 10 to
+    0 bits, which Pillow < 12 turned black and Pillow >= 12 rejects (ValueError, mid-epoch)."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def mend_posterize(transform):
+    """Give the posterize ops of `transform`'s Rand/AutoAugment our `posterize` (timm's own global
+    op table is left alone)."""
+    for t in getattr(transform, "transforms", ()):
+        ops = t.ops if isinstance(t, RandAugment) else \
+            [op for sub in t.policy for op in sub] if isinstance(t, AutoAugment) else ()
+        for op in ops:
+            if op.name.startswith("Posterize"):
+                op.aug_fn = posterize
+    return transform
 
 
 # ---------------------------------------------------------------- CIFAR
@@ -95,18 +123,84 @@ def _online(host="www.cs.toronto.edu", port=443, timeout=3.0):
         return False
 
 
-def _unverified(cls):
-    """The torchvision class without md5 checks (torchvision only checks existence when md5 is None)."""
-    return type(cls.__name__, (cls,), {
-        "train_list": [[name, None] for name, _ in cls.train_list],
-        "test_list": [[name, None] for name, _ in cls.test_list],
-        "meta": {**cls.meta, "md5": None},
-    })
+class _CifarUnpickler(pickle.Unpickler):
+    """Only what CIFAR python pickles hold (dicts, lists, strings, numbers, NumPy arrays and scalars).
+    torchvision reads them with pickle.load, which runs whatever a file names; these files come from
+    the internet or from other people's scripts."""
+
+    ALLOWED = {("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+               ("numpy._core.numeric", "_frombuffer"), ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        module = module.replace("numpy.core.", "numpy._core.")  # NumPy 1 names in older pickles
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never holds")
+        return super().find_class(module, name)
+
+
+def read_cifar_pickle(path, keys):
+    """One CIFAR python pickle as a dict holding `keys`, read with _CifarUnpickler."""
+    try:
+        with open(path, "rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except Exception as exc:  # any unpickling failure means the file is not what we expect
+        raise DatasetError(f"{path} is not a CIFAR python pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{path} holds a {type(entry).__name__}, expected a dict with keys {list(keys)}")
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise DatasetError(f"{path} has no {missing} (keys: {sorted(entry)}); expected {list(keys)}")
+    return entry
+
+
+class CifarPickles(Dataset):
+    """CIFAR-10/100 from the python pickles, as torchvision's classes return them (PIL image, int),
+    read with a restricted unpickler and checked: data N x 3072 uint8, N labels within the classes."""
+
+    def __init__(self, name, root, train, transform=None, verify=True):
+        tv_class, folder, _ = CIFAR[name]
+        folder = Path(root) / folder
+        label_key = "labels" if name == "cifar10" else "fine_labels"
+        files = [(folder / f, md5) for f, md5 in (tv_class.train_list if train else tv_class.test_list)]
+        meta = tv_class.meta
+        files_to_check = files + [(folder / meta["filename"], meta["md5"])]
+        if verify:
+            bad = [p.name for p, md5 in files_to_check if not check_integrity(str(p), md5)]
+            if bad:
+                raise DatasetError(f"{name.upper()} files {bad} under {folder} fail the official checksum. "
+                                   "Re-download them, or pass --no-verify to load CIFAR-format files that "
+                                   "differ from the official ones (a subset, generated data)")
+        self.classes = read_cifar_pickle(folder / meta["filename"], [meta["key"]])[meta["key"]]
+        data, targets = [], []
+        for path, _ in files:
+            entry = read_cifar_pickle(path, ["data", label_key])
+            images, labels = np.asarray(entry["data"]), np.asarray(entry[label_key])
+            if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32:
+                raise DatasetError(f"{path}: 'data' is {images.dtype} {list(images.shape)}, expected uint8 "
+                                   "[N, 3072] (N images of 32x32 RGB, channel-first)")
+            if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+                raise DatasetError(f"{path}: {len(images)} images but '{label_key}' is {labels.dtype} "
+                                   f"{list(labels.shape)}; expected {len(images)} integer labels")
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes)):
+                raise DatasetError(f"{path}: labels span {labels.min()}..{labels.max()}, outside the "
+                                   f"{len(self.classes)} classes of {meta['filename']}")
+            data.append(images)
+            targets.append(labels)
+        self.data = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        self.targets = np.concatenate(targets).tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        image = Image.fromarray(self.data[index])
+        return (self.transform(image) if self.transform else image), self.targets[index]
 
 
 def cifar_dataset(name, root, train, transform, verify=True):
-    """torchvision's CIFAR-10/100 from `root`, downloaded there when absent and the machine is online."""
-    cls, folder, files = CIFAR[name]
+    """CIFAR-10/100 from `root`, downloaded there when absent and the machine is online."""
+    tv_class, folder, files = CIFAR[name]
     root = Path(root)
     present = all((root / folder / f).is_file() for f in files)
     layout = (f"expected {root / folder}/ holding " + ", ".join(files) +
@@ -115,21 +209,24 @@ def cifar_dataset(name, root, train, transform, verify=True):
         if not _online():
             raise DatasetError(f"no {name.upper()} under {root}: {layout}. This machine is offline, so it "
                                "cannot be downloaded; pass -data-dir with the folder that holds it")
-        cls(str(root), train=train, download=True)
-    try:
-        return (cls if verify else _unverified(cls))(str(root), train=train, transform=transform)
-    except RuntimeError as exc:
-        if "corrupted" not in str(exc):
-            raise
-        raise DatasetError(f"{name.upper()} files under {root / folder} fail torchvision's checksum check "
-                           f"({exc}). Re-download them, or pass --no-verify to load CIFAR-format files "
-                           "that differ from the official ones (a subset, generated data)") from exc
+        download_and_extract_archive(tv_class.url, str(root), filename=tv_class.filename, md5=tv_class.tgz_md5)
+    return CifarPickles(name, root, train, transform, verify)
 
 
 # ---------------------------------------------------------------- ImageNet (ImageFolder)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_image(path):
+    """ImageFolder's loader, naming the file when it cannot be decoded (one bad JPEG in a million)."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for broken or truncated files
+        raise DatasetError(f"cannot decode image {path} ({type(exc).__name__}: {exc}); replace or remove "
+                           "the file") from None
 
 
 def image_folder(root, split, transform):
@@ -141,6 +238,21 @@ def image_folder(root, split, transform):
     if not folder.is_dir():
         raise DatasetError(f"no {split}/ folder under {root}: {layout}")
     try:
-        return tv_datasets.ImageFolder(str(folder), transform=transform)
+        return tv_datasets.ImageFolder(str(folder), transform=transform, loader=load_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DatasetError(f"{folder}: {exc}; {layout}") from exc
+
+
+def check_same_classes(root, classes, split="val", other="train"):
+    """Labels are indices into the sorted class folders, so ROOT/train and ROOT/val must hold the same
+    ones; otherwise every label after the first difference is wrong. No-op without ROOT/train."""
+    folder = Path(root) / other
+    if not folder.is_dir():
+        return
+    theirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if theirs != list(classes):
+        only_split = sorted(set(classes) - set(theirs))
+        only_other = sorted(set(theirs) - set(classes))
+        raise DatasetError(f"{Path(root) / split} has {len(classes)} class folders and {folder} has "
+                           f"{len(theirs)}; they must be the same (only in {split}: {only_split[:5]}, only "
+                           f"in {other}: {only_other[:5]}), or labels are mismatched")

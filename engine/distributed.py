@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from models import ConfigError
+
 
 @dataclass
 class Dist:
@@ -34,7 +36,7 @@ def init_distributed(device=None):
     use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     if use_cuda:
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but no CUDA GPU is visible")
+            raise ConfigError("--device cuda requested but no CUDA GPU is visible; use --device cpu")
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:

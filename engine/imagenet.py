@@ -1,6 +1,6 @@
 """The ImageNet-1K script: DeiT/MAE-style flags and recipe (SPEC 7), ImageFolder data."""
 from .config import build_parser, input_size, parse_args
-from .data import IMAGENET_MEAN, IMAGENET_STD, image_folder, image_transforms
+from .data import IMAGENET_MEAN, IMAGENET_STD, check_same_classes, image_folder, image_transforms
 from .runner import run
 
 # Table 1 recipe, phase 1 (phase 2: --blr 2e-6 --epochs 20 --warmup_epochs 0 --finetune PHASE1_CKPT)
@@ -27,6 +27,7 @@ def main(argv=None):
         train_tf, val_tf = image_transforms(args, IMAGENET_MEAN, IMAGENET_STD)
         train = None if args.eval else image_folder(args.data_dir, "train", train_tf)  # --eval: no train scan
         val = image_folder(args.data_dir, "val", val_tf)
+        check_same_classes(args.data_dir, val.classes)
         return train, val, len(val.classes)
 
     return run(args, datasets)

@@ -5,12 +5,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from models import UserError
+
 from .distributed import all_reduce_sum
 from .logging import Meter, Progress
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+class NonFiniteLoss(UserError):
+    """The loss became nan/inf (too high a learning rate, usually)."""
 
 
 def updates_per_epoch(loader, accum_iter):

@@ -1,7 +1,7 @@
 """The whole run, as every train.py calls it: set up, (resume), train and evaluate each epoch,
 checkpoint, log; or `--eval` a checkpoint and exit."""
+import itertools
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,15 +15,14 @@ from timm.scheduler import create_scheduler_v2
 from torch.nn.parallel import DistributedDataParallel
 
 import models
-from models import CheckpointMismatchError, SpiLiFormerLoss, linear_alpha
+from models import ConfigError, SpiLiFormerLoss, UserError, linear_alpha, user_message
 
-from .checkpoint import plain, restore, save_atomic, training_state
-from .data import DatasetError, make_loaders, make_mixup
+from .checkpoint import plain, repair_best, restore, save_epoch, schedule_changes, training_state
+from .config import input_size
+from .data import make_loaders, make_mixup
 from .distributed import init_distributed, shutdown, sync_buffers
 from .logging import RunLog, fmt_time
-from .loop import NonFiniteLoss, eval_line, evaluate, train_one_epoch, updates_per_epoch
-
-USER_ERRORS = (DatasetError, CheckpointMismatchError, NonFiniteLoss, FileNotFoundError, ValueError)
+from .loop import eval_line, evaluate, train_one_epoch, updates_per_epoch
 
 
 def run(args, build_datasets):
@@ -31,8 +30,8 @@ def run(args, build_datasets):
     d = init_distributed(args.device)
     try:
         return _run(args, build_datasets, d)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+    except UserError as exc:
+        print(f"error: {user_message(exc)}", file=sys.stderr, flush=True)
         return 1
     finally:
         shutdown(d)
@@ -47,13 +46,19 @@ def seed_everything(seed):
 def create_model(args, num_classes):
     name = args.model.lower()
     if name not in timm.list_models("spiliformer*"):
-        raise ValueError(f"unknown model {args.model!r}; choose from {timm.list_models('spiliformer*')}")
+        raise ConfigError(f"unknown model {args.model!r}; choose from {timm.list_models('spiliformer*')}")
     kwargs = dict(num_classes=num_classes, ff_lidiff=args.ff_lidiff, fb_lidiff=args.fb_lidiff,
                   feedback_scale=args.feedback_scale, neuron=args.neuron, backend=args.backend,
                   legacy=args.legacy)
     kwargs.update({k: getattr(args, k) for k in ("T", "embed_dim", "depths", "num_heads")
                    if getattr(args, k) is not None})
-    return timm.create_model(name, **kwargs)
+    try:
+        model = timm.create_model(name, **kwargs)
+    except ValueError as exc:  # the model's own checks of its settings, which came from flags here
+        raise ConfigError(str(exc)) from None
+    if args.img_size is not None and any(s % model.reduction for s in input_size(args)):
+        raise ConfigError(f"--img-size {args.img_size}: the model needs sides divisible by {model.reduction}")
+    return model
 
 
 def amp_dtype_for(args, d):
@@ -66,12 +71,30 @@ def amp_dtype_for(args, d):
     return torch.bfloat16 if args.amp_dtype == "bf16" else torch.float16
 
 
-def run_folder(args):
-    if args.experiment:
-        return Path(args.output) / args.experiment
-    if args.resume and not args.eval:
-        return Path(args.resume).resolve().parent  # continue where the run was writing
-    return Path(args.output) / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model.lower()}-T{args.T}"
+def claim_run_folder(args, d):
+    """The run's folder, never another run's: a new time-stamped one (made unique), the folder of the
+    checkpoint being continued, or --output/--experiment when it holds no other run."""
+    if not args.experiment and not args.resume:
+        base = Path(args.output) / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model.lower()}-T{args.T}"
+        if not d.main:
+            return base
+        for i in itertools.count():
+            folder = base if i == 0 else base.with_name(f"{base.name}-{i}")
+            try:
+                folder.mkdir(parents=True)
+                return folder
+            except FileExistsError:
+                continue
+    folder = Path(args.output) / args.experiment if args.experiment else Path(args.resume).resolve().parent
+    continuing = bool(args.resume) and Path(args.resume).resolve().parent == folder.resolve()
+    taken = sorted(p.name for p in folder.glob("checkpoint-*.pth")) + \
+        (["log.txt"] if (folder / "log.txt").is_file() else [])
+    if taken and not continuing:
+        raise ConfigError(f"{folder} already holds another run ({', '.join(taken[:3])}); continue it with "
+                          f"--resume {folder / 'checkpoint-last.pth'}, or choose another output folder")
+    if d.main:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _run(args, build_datasets, d):
@@ -79,7 +102,7 @@ def _run(args, build_datasets, d):
     amp_dtype = amp_dtype_for(args, d)
     train_set, val_set, num_classes = build_datasets(args)
     if args.num_classes not in (None, num_classes):
-        raise ValueError(f"--num-classes {args.num_classes} but the dataset has {num_classes} classes")
+        raise ConfigError(f"--num-classes {args.num_classes} but the dataset has {num_classes} classes")
     args.num_classes = num_classes
     model = create_model(args, num_classes).to(d.device)
     args.T = model.T
@@ -87,16 +110,17 @@ def _run(args, build_datasets, d):
 
     if args.eval:
         if not args.resume:
-            raise ValueError("--eval needs --resume CKPT, the checkpoint to evaluate")
+            raise ConfigError("--eval needs --resume CKPT, the checkpoint to evaluate")
         restore(args.resume, model)
         result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)
         if d.main:
             print(f"eval {args.resume}: {eval_line(result)}", flush=True)
         return 0
 
+    run_dir = claim_run_folder(args, d)
     mixup = make_mixup(args, num_classes)
     if mixup is not None and args.batch_size % 2:
-        raise ValueError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
+        raise ConfigError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
     criterion = SpiLiFormerLoss(args.alpha, label_smoothing=args.smoothing)  # smoothing: hard targets only
     effective_batch = args.batch_size * d.world_size * args.accum_iter
     if args.blr is not None and args.lr is None:
@@ -110,11 +134,17 @@ def _run(args, build_datasets, d):
                                                 warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
                                                 step_on_epochs=not args.sched_on_updates, updates_per_epoch=steps)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
-    start_epoch, best_acc = 0, None
+    start_epoch, best_acc, best_epoch = 0, None, None
     if args.finetune and not args.resume:
         models.load_checkpoint(model, args.finetune, strict=False)
     if args.resume:
-        start_epoch, best_acc = restore(args.resume, model, optimizer, scheduler, scaler)
+        state = restore(args.resume, model, optimizer, scheduler, scaler)
+        start_epoch, best_acc, best_epoch = state["epoch"] + 1, state.get("best_acc"), state.get("best_epoch")
+        if d.main:
+            changes = schedule_changes(state["lr_scheduler"], scheduler)
+            print(f"resuming {args.resume} at epoch {start_epoch + 1} of {num_epochs}"
+                  + (f"; the lr schedule follows the command line ({changes})" if changes else ""), flush=True)
+            repair_best(args.resume, state, run_dir)
     if args.start_epoch is not None:
         start_epoch = args.start_epoch
     scheduler.step(start_epoch)
@@ -122,12 +152,10 @@ def _run(args, build_datasets, d):
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.enabled else model
 
-    run_dir = run_folder(args)
     config = {**plain(vars(args)), "world_size": d.world_size, "effective_batch_size": effective_batch,
               "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir)}
     log = RunLog(run_dir, Path(args.log_dir) if args.log_dir else run_dir / "tensorboard", d.main)
     if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
         print(yaml.safe_dump(config, sort_keys=True), end="")
         print(f"effective batch {effective_batch} = {args.batch_size} per process x {d.world_size} "
@@ -155,14 +183,11 @@ def _run(args, build_datasets, d):
         result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)
         accuracy = result["pass2"]["top1"]
         is_best = best_acc is None or accuracy > best_acc
-        best_acc = accuracy if is_best else best_acc
+        if is_best:
+            best_acc, best_epoch = accuracy, epoch
         if d.main:
-            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, args)
-            save_atomic(state, run_dir / "checkpoint-last.pth")
-            if is_best:
-                _copy_atomic(run_dir / "checkpoint-last.pth", run_dir / "checkpoint-best.pth")
-            if args.save_every and (epoch + 1) % args.save_every == 0:
-                _copy_atomic(run_dir / "checkpoint-last.pth", run_dir / f"checkpoint-{epoch + 1}.pth")
+            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, args)
+            save_epoch(state, run_dir, is_best, keep_epoch=args.save_every and (epoch + 1) % args.save_every == 0)
             done = epoch + 1 - start_epoch
             eta = (time.time() - started) / done * (num_epochs - epoch - 1)
             print(f"{header} train loss {stats['loss']:.4f} lr {lr:.2e} {stats['img_s']:.1f} img/s | "
@@ -178,8 +203,3 @@ def _run(args, build_datasets, d):
         print(f"done: best pass-2 top-1 {best}; checkpoints in {run_dir}", flush=True)
     return 0
 
-
-def _copy_atomic(src, dst):
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)

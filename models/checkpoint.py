@@ -4,9 +4,18 @@ Official key names (QKFormer's public code; see tests/data/keys_*.txt) differ be
 ImageNet, CIFAR and DVS folders; `official_key` maps every one of them to ours, and
 `NEW_TENSOR_RULES` is the one table for the tensors SpiLiFormer adds.
 """
+import argparse
 import re
+from pathlib import Path
 
 import torch
+
+from .errors import CheckpointError, CheckpointMismatchError
+
+# What official checkpoints hold besides tensors and plain containers: MAE/DeiT's `misc.save_model`
+# (QKFormer's ImageNet code), timm's CheckpointSaver (its CIFAR code) and torchvision-style scripts
+# (its DVS code) all store the run's argparse.Namespace as "args"; it only carries attributes.
+SAFE_GLOBALS = (argparse.Namespace,)
 
 # SpiLiFormer's own tensors (prompts, feedback decoders): (pattern, replacement) on a key.
 # The authors' names for them could not be checked here (no released SpiLiFormer checkpoint is
@@ -20,10 +29,6 @@ _EMBED = re.compile(r"^patch_embed(\d)\.(proj\d?|proj_res)_(conv|bn)\.(\w+)$")
 _ATTN = re.compile(r"^stage(\d)\.(\d+)\.(?:tssa|ssa|attn)\.(q|k|v|proj)_(conv|bn)\.(\w+)$")
 _MLP = re.compile(r"^stage(\d)\.(\d+)\.mlp\.(?:fc|mlp)([12])_(conv|bn)\.(\w+)$")
 _LATER_EMBED_CONV = {"proj": 0, "proj3": 0, "proj4": 1}  # CIFAR/ImageNet: proj3, proj4; DVS: proj, proj4
-
-
-class CheckpointMismatchError(RuntimeError):
-    pass
 
 
 def official_key(key):
@@ -84,6 +89,11 @@ def checkpoint_filter_fn(state_dict, model, strict=True):
         if strict:
             raise CheckpointMismatchError(mismatch_report(missing, unexpected, shapes))
         mapped = {k: v for k, v in mapped.items() if k in own and v.shape == own[k].shape}
+        if not any(name in mapped for name, _ in model.named_parameters()):
+            raise CheckpointMismatchError(mismatch_report(missing, unexpected, shapes, title=(
+                "no weight of the checkpoint fits the model (only buffers such as BN counters would "
+                "load); it was trained as another architecture")) + "\n  likely cause: "
+                + likely_cause(missing, unexpected, shapes))
         print(mismatch_report(missing, unexpected, shapes, title=(
             f"checkpoint loaded partially ({len(mapped)} of {len(own)} model tensors); the model's "
             "missing and mis-shaped tensors keep their initialisation, unexpected ones are ignored")))
@@ -122,14 +132,33 @@ def mismatch_report(missing, unexpected, shapes, limit=20, title=None):
 
 
 def read_checkpoint(path, map_location="cpu"):
-    """torch.load(weights_only=True) with errors that say what is wrong with the file."""
+    """torch.load(weights_only=True), allowing SAFE_GLOBALS, with errors that say what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    except Exception as exc:
-        raise RuntimeError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); the file is "
-                           "corrupt, truncated or not a PyTorch checkpoint") from exc
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        unsafe = refused_globals(path, exc)
+        if unsafe:
+            raise CheckpointError(
+                f"{path} holds objects of type {', '.join(unsafe)}, which a checkpoint does not need and "
+                "weights_only loading refuses (it could run code); if you trust the file, load it once "
+                "with torch.load(weights_only=False) and re-save its 'model' state dict") from None
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0]}); the file is corrupt, truncated or not "
+                              "a PyTorch checkpoint") from None
+
+
+def refused_globals(path, exc):
+    """The globals weights_only loading refused in `path` (empty when the file is merely broken)."""
+    allowed = {f"{t.__module__}.{t.__qualname__}" for t in SAFE_GLOBALS}
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # legacy (non-zip) files: the loader's message names the global
+        names = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+    return [n for n in dict.fromkeys(names) if n not in allowed]
 
 
 def load_checkpoint(model, path, strict=True, map_location="cpu"):

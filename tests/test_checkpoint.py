@@ -106,7 +106,7 @@ def test_corrupt_or_missing_checkpoint_gives_a_clear_error(tmp_path):
     model = tiny_model("cifar")
     path = tmp_path / "broken.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="corrupt"):
+    with pytest.raises(models.CheckpointError, match="corrupt"):
         models.load_checkpoint(model, path)
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(models.CheckpointError, match="not found"):
         models.load_checkpoint(model, tmp_path / "absent.pth")

@@ -1,4 +1,4 @@
-"""Adversarial robustness (Table 4): FGSM and PGD (torchattacks) in input space, before normalisation.
+"""Adversarial robustness (Table 4): FGSM and PGD (torchattack) in input space, before normalisation.
 
     python tools/attack.py --dataset cifar100 --data-path DIR --checkpoint CKPT -T 4 --num-batches 20
 
@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torchattacks  # noqa: E402
+import torchattack  # noqa: E402
 
 from tools.common import (InputSpace, batches, build_parser, eval_data, load_model, main_guard,  # noqa: E402
                           write_csv)
@@ -23,8 +23,8 @@ PGD_STEPS = (5, 10, 30, 50)
 def attacks(fgsm_eps=FGSM_EPS, pgd_steps=PGD_STEPS):
     """Column name -> factory(model) of Table 4's attacks."""
     columns = {"clean": None}
-    columns.update({f"FGSM {eps:g}": (lambda m, e=eps: torchattacks.FGSM(m, eps=e)) for eps in fgsm_eps})
-    columns.update({f"PGD {n}": (lambda m, n=n: torchattacks.PGD(m, eps=PGD_EPS, alpha=PGD_STEP, steps=n))
+    columns.update({f"FGSM {eps:g}": (lambda m, e=eps: torchattack.FGSM(m, eps=e)) for eps in fgsm_eps})
+    columns.update({f"PGD {n}": (lambda m, n=n: torchattack.PGD(m, eps=PGD_EPS, alpha=PGD_STEP, steps=n))
                     for n in pgd_steps})
     return columns
 
@@ -51,7 +51,7 @@ def main(argv=None):
     parser.add_argument("--pgd-steps", type=int, nargs="+", default=list(PGD_STEPS))
     args = parser.parse_args(argv)
     model = load_model(args)
-    dataset, mean, std = eval_data(args)
+    dataset, mean, std = eval_data(args, model)
     columns = attacks(args.fgsm_eps, args.pgd_steps)
     result, n = robustness(model, batches(dataset, args), mean, std, columns)
     print(f"top-1 (%) on {n} {args.dataset} images; PGD: eps 8/255, step 2/255")

@@ -34,17 +34,19 @@ def build_parser(description):
     p.add_argument("--model", default=None, help="default: the dataset's paper model")
     p.add_argument("--checkpoint", default="", help="weights to analyse (none: random weights, with a warning)")
     p.add_argument("--data-path", "--data_path", "-data-dir", dest="data_path", default="./data")
-    p.add_argument("-T", "--T", dest="T", type=int, default=None)
+    p.add_argument("-T", "--T", dest="T", type=int, default=None, help="default: the checkpoint's, else the variant's")
+    p.add_argument("--num-classes", "--num_classes", "--nb_classes", dest="num_classes", type=int, default=None,
+                   help="default: the checkpoint's, else the dataset's")
     p.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=16)
     p.add_argument("--num-batches", dest="num_batches", type=int, default=4, help="batches of data to use")
     p.add_argument("--embed-dim", dest="embed_dim", type=int, default=None)
     p.add_argument("--num-heads", dest="num_heads", type=int, default=None)
     p.add_argument("--depths", type=int, nargs="+", default=None)
-    p.add_argument("--input-size", dest="input_size", type=int, default=None)
-    p.add_argument("--no-ff-lidiff", dest="ff_lidiff", action="store_false")
-    p.add_argument("--no-fb-lidiff", dest="fb_lidiff", action="store_false")
-    p.add_argument("--legacy", action="store_true", help="official numerics, for the authors' weights")
-    p.add_argument("--neuron", choices=models.neurons.NEURONS, default="lif")
+    p.add_argument("--input-size", dest="input_size", type=int, nargs="+", default=None, help="one value or H W")
+    p.add_argument("--no-ff-lidiff", dest="ff_lidiff", action="store_false", default=None)
+    p.add_argument("--no-fb-lidiff", dest="fb_lidiff", action="store_false", default=None)
+    p.add_argument("--legacy", action="store_true", default=None, help="official numerics, for the authors' weights")
+    p.add_argument("--neuron", choices=models.neurons.NEURONS, default=None)
     p.add_argument("--backend", choices=models.neurons.BACKENDS, default="auto")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="CIFAR pickles with other checksums")
     p.add_argument("--dts-cache", "--dts_cache", dest="dts_cache", default="")
@@ -53,30 +55,64 @@ def build_parser(description):
     return p
 
 
+# Model settings a checkpoint's "args" may record: ours under our names, MAE/QKFormer's under theirs.
+ARCHITECTURE = {"T": ("T", "time_step"), "num_classes": ("num_classes", "nb_classes"), "embed_dim": ("embed_dim",),
+                "depths": ("depths",), "num_heads": ("num_heads",), "ff_lidiff": ("ff_lidiff",),
+                "fb_lidiff": ("fb_lidiff",), "feedback_scale": ("feedback_scale",), "neuron": ("neuron",),
+                "legacy": ("legacy",), "input_size": ("img_size",)}
+
+
+def recorded_architecture(checkpoint):
+    """The model settings stored in a checkpoint's "args" (a dict, or an argparse.Namespace)."""
+    recorded = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    recorded = vars(recorded) if isinstance(recorded, argparse.Namespace) else recorded
+    if not isinstance(recorded, dict):
+        return {}
+    found = {}
+    for key, names in ARCHITECTURE.items():
+        values = [recorded[n] for n in names if recorded.get(n) is not None]
+        if values:
+            found[key] = values[0]
+    if str(recorded.get("model", "")).lower() in timm.list_models("spiliformer*"):
+        found["model"] = str(recorded["model"]).lower()
+    return found
+
+
 def load_model(args):
-    name, classes, _, size, _, _ = DATASETS[args.dataset]
-    kwargs = {k: v for k, v in dict(T=args.T, embed_dim=args.embed_dim, num_heads=args.num_heads,
-                                    depths=args.depths).items() if v is not None}
-    model = timm.create_model((args.model or name).lower(), num_classes=classes, ff_lidiff=args.ff_lidiff,
-                              fb_lidiff=args.fb_lidiff, legacy=args.legacy, neuron=args.neuron,
-                              backend=args.backend, **kwargs)
-    if args.checkpoint:
-        models.load_checkpoint(model, args.checkpoint)
+    """The model to analyse: the architecture a checkpoint records, overridden by explicit flags, else
+    the dataset's paper model; weights from --checkpoint."""
+    name, classes, _, _, _, _ = DATASETS[args.dataset]
+    checkpoint = models.read_checkpoint(args.checkpoint) if args.checkpoint else None
+    settings = {"model": name, "num_classes": classes, **recorded_architecture(checkpoint or {})}
+    settings.update({k: v for k, v in vars(args).items() if k in (*ARCHITECTURE, "model") and v is not None})
+    input_size = settings.pop("input_size", None)
+    kwargs = {k: v for k, v in settings.items() if k != "model"}
+    try:
+        model = timm.create_model(settings["model"].lower(), backend=args.backend, **kwargs)
+    except ValueError as exc:  # the model's checks of settings that came from flags or the checkpoint
+        raise models.ConfigError(str(exc)) from None
+    if input_size is not None:
+        model.input_size = tuple(input_size) if len(input_size) == 2 else (input_size[0],) * 2
+    if checkpoint is not None:
+        model.load_state_dict(models.checkpoint_filter_fn(checkpoint, model))
+        print(f"{args.checkpoint}: {settings['model']} " + ", ".join(f"{k}={v}" for k, v in kwargs.items()))
     else:
         warnings.warn("no --checkpoint: analysing a randomly initialised model", stacklevel=2)
     return model.to(args.device).eval()
 
 
-def eval_data(args):
-    """(dataset of unnormalised inputs in [0, 1] (static) or event-count frames, mean, std)."""
+def eval_data(args, model):
+    """(dataset of unnormalised inputs in [0, 1] (static) or event-count frames, mean, std), at the
+    model's time steps and the input size its checkpoint records (flags override both)."""
     _, _, static, default_size, mean, std = DATASETS[args.dataset]
-    size = args.input_size or default_size
+    size = args.input_size or getattr(model, "input_size", None) or [default_size]
+    size = (size[0], size[-1])
     if args.dataset in ("cifar10dvs", "ncaltech101"):
         from engine.dvs import event_datasets
-        ns = SimpleNamespace(data_dir=args.data_path, T=args.T or EVENT_T, dts_cache=args.dts_cache)
-        _, test, _ = event_datasets(args.dataset, ns, (size, size))
+        ns = SimpleNamespace(data_dir=args.data_path, T=args.T or model.T or EVENT_T, dts_cache=args.dts_cache)
+        _, test, _ = event_datasets(args.dataset, ns, size)
         return test, None, None
-    crop = 1.0 if args.dataset != "imagenet" else eval_crop_pct((size, size))
+    crop = 1.0 if args.dataset != "imagenet" else eval_crop_pct(size)
     # normalised with mean 0, std 1: float images in [0, 1]; the model's own normalisation is InputSpace's
     transform = create_transform(size, is_training=False, crop_pct=crop, interpolation="bicubic",
                                  mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -125,9 +161,9 @@ def write_csv(path, rows):
 
 
 def main_guard(main):
-    """Run `main`, turning the usual user errors into one clear line."""
+    """Run `main`, turning user errors into one clear line (anything else keeps its traceback)."""
     try:
         return main()
-    except (engine_data.DatasetError, models.CheckpointMismatchError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except models.UserError as exc:
+        print(f"error: {models.user_message(exc)}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import models  # noqa: E402
 from tools.common import (InputSpace, batches, build_parser, eval_data, load_model, main_guard,  # noqa: E402
                           write_csv)
 
@@ -83,9 +84,9 @@ def main(argv=None):
     parser.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
     args = parser.parse_args(argv)
     if args.dataset in ("cifar10dvs", "ncaltech101"):
-        raise ValueError("corruptions apply to images; choose cifar10, cifar100 or imagenet")
+        raise models.ConfigError("corruptions apply to images; choose cifar10, cifar100 or imagenet")
     model = load_model(args)
-    dataset, mean, std = eval_data(args)
+    dataset, mean, std = eval_data(args, model)
     wrapped = InputSpace(model, mean, std).to(args.device).eval()
     limit = args.num_batches * args.batch_size
     use_files = bool(args.corruption_path) and Path(args.corruption_path, "labels.npy").is_file()

@@ -128,7 +128,7 @@ def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     model = load_model(args)
-    dataset, mean, std = eval_data(args)
+    dataset, mean, std = eval_data(args, model)
     wrapped = InputSpace(model, mean, std).to(args.device)
     static = DATASETS[args.dataset][2]
     rows = layer_energy(wrapped, (x for x, _ in batches(dataset, args)), static_T=model.T if static else 1)
