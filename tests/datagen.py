@@ -110,3 +110,32 @@ def write_ncaltech101(root, classes=("accordion", "airplanes", "anchor"), per_cl
                 raw[:, 3], raw[:, 4] = (t >> 8) & 0xFF, t & 0xFF
                 z.writestr(f"Caltech101/{name}/image_{i + 1:04d}.bin", raw.tobytes())
     return root
+
+
+def _optimizer_state(state_dict):
+    import torch
+    params = [torch.zeros_like(v, requires_grad=True) for v in state_dict.values() if v.is_floating_point()][:2]
+    return torch.optim.AdamW(params).state_dict()
+
+
+def write_timm_checkpoint(path, state_dict, **args):
+    """As timm's CheckpointSaver writes it (QKFormer's CIFAR code): the run's argparse.Namespace in
+    'args', the weights under 'state_dict', the scaler under 'amp_scaler'."""
+    import argparse
+
+    import torch
+    torch.save({"epoch": 309, "arch": "QKFormer", "state_dict": state_dict, "optimizer": _optimizer_state(state_dict),
+                "version": 2, "args": argparse.Namespace(model="QKFormer", **args),
+                "amp_scaler": torch.amp.GradScaler("cpu").state_dict(), "metric": 96.1}, path)
+    return path
+
+
+def write_mae_checkpoint(path, state_dict, **args):
+    """As MAE/DeiT's misc.save_model writes it (QKFormer's ImageNet code)."""
+    import argparse
+
+    import torch
+    torch.save({"model": state_dict, "optimizer": _optimizer_state(state_dict), "epoch": 199,
+                "scaler": torch.amp.GradScaler("cpu").state_dict(),
+                "args": argparse.Namespace(model="QKFormer_10_768", **args)}, path)
+    return path

@@ -1,4 +1,6 @@
 """Official QKFormer weights load through one key map, and reproduce the official numerics."""
+import os
+
 import pytest
 import timm
 import torch
@@ -110,3 +112,42 @@ def test_corrupt_or_missing_checkpoint_gives_a_clear_error(tmp_path):
         models.load_checkpoint(model, path)
     with pytest.raises(models.CheckpointError, match="not found"):
         models.load_checkpoint(model, tmp_path / "absent.pth")
+
+
+@pytest.mark.parametrize("writer", ["timm", "mae"])
+def test_checkpoints_written_by_the_official_savers_load(tmp_path, writer):
+    """timm's CheckpointSaver and MAE's save_model store args as an argparse.Namespace."""
+    from datagen import write_mae_checkpoint, write_timm_checkpoint
+
+    model, ref = qkformer_from_reference("tiny_cifar_qkformer.pt", legacy=True)
+    write = write_timm_checkpoint if writer == "timm" else write_mae_checkpoint
+    path = write(tmp_path / "official.pth", ref["state_dict"], time_step=2, nb_classes=10, lr=1e-3, aa="rand-m9")
+    fresh, _ = qkformer_from_reference("tiny_cifar_qkformer.pt", legacy=True)
+    checkpoint = models.load_checkpoint(fresh, path)
+    assert vars(checkpoint["args"])["time_step"] == 2
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(ref["input"]), ref["logits"], atol=1e-5, rtol=0)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_naming_the_global(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for legacy_format in (False, True):
+        path = tmp_path / f"evil{legacy_format}.pth"
+        torch.save({"model": {}, "args": Payload()}, path, _use_new_zipfile_serialization=not legacy_format)
+        with pytest.raises(models.CheckpointError) as err:
+            models.read_checkpoint(path)
+        message = str(err.value)
+        assert "system" in message and "refuses" in message and "corrupt" not in message
+    assert not marker.exists()
+
+
+def test_finetuning_from_a_checkpoint_where_no_weight_fits_is_an_error(tmp_path):
+    ref = torch.load(DATA / "tiny_imagenet_qkformer.pt", weights_only=True)
+    model = tiny_model("event")
+    with pytest.raises(models.CheckpointMismatchError, match="no weight of the checkpoint fits"):
+        models.checkpoint_filter_fn(ref["state_dict"], model, strict=False)

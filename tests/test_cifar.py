@@ -139,3 +139,69 @@ def test_unknown_yml_key_is_an_error(tmp_path):
     config.write_text("epochs: 3\nlearning_rate: 0.1\n")
     out = run_script("./cifar10/train.py", "--config", str(config), expect=2)
     assert "unknown keys ['learning_rate']" in out
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused_even_without_checksums(tmp_path):
+    import pickle
+    root = tmp_path / "data"
+    folder = write_cifar(root, "cifar10")
+    marker = tmp_path / "ran"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f)
+    out = run_script("./cifar10/train.py", "--config", "./cifar10/cifar10.yml", "-data-dir", str(root), *TINY_RUN,
+                     "--eval", "--resume", "x.pth", expect=1)
+    assert "test_batch is not a CIFAR python pickle" in out and "system" in out
+    assert "Traceback" not in out and not marker.exists()
+
+
+@pytest.mark.parametrize("fault,expected", [
+    ("shape", "expected uint8 [N, 3072]"),
+    ("few_labels", "8 images but 'labels'"),
+    ("label_range", "outside the 10 classes"),
+    ("missing_key", "has no ['labels']"),
+    ("not_dict", "holds a list"),
+])
+def test_malformed_cifar_pickles_name_the_file_and_what_was_expected(tmp_path, fault, expected):
+    import pickle
+
+    import numpy as np
+
+    from engine.data import DatasetError, cifar_dataset
+    folder = write_cifar(tmp_path, "cifar10")
+    entry = {"data": np.zeros((8, 3072), np.uint8), "labels": [0] * 8}
+    if fault == "shape":
+        entry["data"] = np.zeros((8, 32, 32, 3), np.uint8)
+    elif fault == "few_labels":
+        entry["labels"] = [0] * 7
+    elif fault == "label_range":
+        entry["labels"] = [0] * 7 + [10]
+    elif fault == "missing_key":
+        del entry["labels"]
+    else:
+        entry = [entry]
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(entry, f)
+    with pytest.raises(DatasetError) as err:
+        cifar_dataset("cifar10", tmp_path, False, None, verify=False)
+    assert str(folder / "test_batch") in str(err.value) and expected in str(err.value)
+
+
+def test_cifar_pickles_read_as_torchvision_reads_them(cifar_root):
+    from torchvision.datasets import CIFAR100
+
+    from engine.data import CifarPickles
+    ours = CifarPickles("cifar100", cifar_root, True, verify=False)
+    unchecked = {"train_list": [["train", None]], "test_list": [["test", None]], "meta": {**CIFAR100.meta, "md5": None}}
+    theirs = type("C", (CIFAR100,), unchecked)(str(cifar_root), train=True)
+    assert ours.classes == theirs.classes and ours.targets == theirs.targets
+    assert (ours.data == theirs.data).all()
+    image, label = ours[3]
+    assert image.tobytes() == theirs[3][0].tobytes() and label == theirs[3][1]

@@ -1,4 +1,5 @@
-"""Engine pieces that the end-to-end tests cannot reach: a crash in the middle of a save."""
+"""Engine pieces that the end-to-end tests cannot reach: kills and full disks during saves, run
+folders, flag and recipe checks, errors from loader workers."""
 import pytest
 import torch
 
@@ -19,3 +20,118 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, monkey
     monkeypatch.undo()
     state = torch.load(path, weights_only=True)
     assert state["epoch"] == 3 and torch.equal(state["model"]["w"], torch.ones(4))
+
+
+def test_a_full_disk_leaves_no_temporary_file_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    from models import CheckpointError
+    path = tmp_path / "checkpoint-last.pth"
+    save_atomic({"epoch": 3}, path)
+
+    def full_disk(obj, f):
+        f.write(b"part of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_atomic({"epoch": 4}, path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-last.pth"]
+    save_atomic({"epoch": 4}, path)  # the next save works
+    assert torch.load(path, weights_only=True)["epoch"] == 4
+
+
+def test_a_kill_between_last_and_best_is_repaired_on_resume(tmp_path, monkeypatch):
+    from engine import checkpoint
+    save = checkpoint.save_epoch
+    save({"epoch": 0, "best_epoch": 0}, tmp_path, is_best=True, keep_epoch=False)
+
+    def killed(src, dst):
+        raise KeyboardInterrupt("killed before the best link")
+
+    monkeypatch.setattr(checkpoint, "link_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save({"epoch": 1, "best_epoch": 1}, tmp_path, is_best=True, keep_epoch=False)
+    monkeypatch.undo()
+    last = tmp_path / "checkpoint-last.pth"
+    state = torch.load(last, weights_only=True)
+    assert checkpoint.checkpoint_epoch(tmp_path / "checkpoint-best.pth") == 0  # the run reports epoch 1
+    checkpoint.repair_best(last, state, tmp_path)
+    assert checkpoint.checkpoint_epoch(tmp_path / "checkpoint-best.pth") == 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_best_and_periodic_checkpoints_survive_the_next_epoch(tmp_path):
+    from engine.checkpoint import checkpoint_epoch, save_epoch
+    save_epoch({"epoch": 0}, tmp_path, is_best=True, keep_epoch=True)
+    save_epoch({"epoch": 1}, tmp_path, is_best=False, keep_epoch=False)
+    assert checkpoint_epoch(tmp_path / "checkpoint-best.pth") == 0
+    assert checkpoint_epoch(tmp_path / "checkpoint-1.pth") == 0
+    assert checkpoint_epoch(tmp_path / "checkpoint-last.pth") == 1
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    import time
+
+    from engine.config import build_parser, parse_args
+    from engine.distributed import Dist
+    from engine.runner import claim_run_folder
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
+    args = parse_args(build_parser("t"), ["--output", str(tmp_path), "-T", "4"])
+    first, second = claim_run_folder(args, Dist()), claim_run_folder(args, Dist())
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-T", "0"], "--T must be >= 1"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["-b", "-2"], "--batch-size must be >= 1"),
+    (["--workers", "-1"], "--workers must be >= 0"),
+])
+def test_impossible_values_are_refused_by_name(argv, message, capsys):
+    from engine.config import build_parser, parse_args
+    with pytest.raises(SystemExit):
+        parse_args(build_parser("t"), argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epochs: [3\n", "is not valid YAML"),
+    ("- epochs\n- 3\n", "must be a mapping"),
+    ("epochs: three\n", "argument --epochs: invalid int value: 'three'"),
+    ("epochs: 3.5\n", "--epochs must be an integer"),
+])
+def test_malformed_yml_is_a_one_line_error(tmp_path, text, message, capsys):
+    from engine.config import build_parser, parse_args
+    config = tmp_path / "bad.yml"
+    config.write_text(text)
+    with pytest.raises(SystemExit):
+        parse_args(build_parser("t"), ["--config", str(config)])
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_mae_spellings_and_switching_randaugment_off():
+    from engine.config import build_parser, parse_args
+    args = parse_args(build_parser("t"), ["--nb_classes", "7", "--aa", "none"])
+    assert args.num_classes == 7 and args.aa is None
+
+
+def test_a_user_error_raised_in_a_loader_worker_stays_one_line():
+    from torch.utils.data import DataLoader, Dataset
+
+    from engine.data import DatasetError
+    from models import user_message
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise DatasetError("cannot decode image /data/x.JPEG (truncated); replace or remove the file")
+
+    with pytest.raises(DatasetError) as err:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert "Traceback" in str(err.value)  # what PyTorch hands over
+    assert user_message(err.value) == "cannot decode image /data/x.JPEG (truncated); replace or remove the file"
