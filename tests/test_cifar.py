@@ -205,3 +205,27 @@ def test_cifar_pickles_read_as_torchvision_reads_them(cifar_root):
     assert (ours.data == theirs.data).all()
     image, label = ours[3]
     assert image.tobytes() == theirs[3][0].tobytes() and label == theirs[3][1]
+
+
+def test_resuming_with_more_epochs_follows_the_longer_schedule(cifar_root, tmp_path):
+    """A 2-epoch run continued with --epochs 4 trains epochs 3-4 at the lr of a straight 4-epoch run."""
+    train("cifar10", cifar_root, tmp_path, "--epochs", "4", "--experiment", "straight")
+    train("cifar10", cifar_root, tmp_path, "--epochs", "2", "--experiment", "short")
+    out = train("cifar10", cifar_root, tmp_path, "--epochs", "4", "--experiment", "short",
+                "--resume", str(tmp_path / "short" / "checkpoint-last.pth"))
+    assert "at epoch 3 of 4" in out and "t_initial 2 -> 4" in out
+
+    def lrs(run):
+        return [json.loads(line)["train_lr"] for line in (tmp_path / run / "log.txt").read_text().splitlines()]
+    assert lrs("short")[2:] == lrs("straight")[2:] and lrs("short")[3] > 1e-5  # not stuck at min_lr
+
+
+def test_finetune_from_a_timm_saver_checkpoint(cifar_root, tmp_path):
+    """QKFormer's CIFAR checkpoints: timm CheckpointSaver's layout, args an argparse.Namespace."""
+    from conftest import DATA
+    from datagen import write_timm_checkpoint
+    ref = torch.load(DATA / "tiny_cifar_qkformer.pt", weights_only=True)
+    ckpt = write_timm_checkpoint(tmp_path / "model_best.pth.tar", ref["state_dict"], num_classes=10, T=2)
+    out = train("cifar10", cifar_root, tmp_path, "--epochs", "1", "--experiment", "ft", "--num-heads", "8",
+                "--depths", "1", "1", "1", "-T", "2", "--no-ff-lidiff", "--no-fb-lidiff", "--finetune", str(ckpt))
+    assert "epoch 1/1" in out and "partially" not in out  # every tensor fits: nothing re-initialised

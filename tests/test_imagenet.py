@@ -122,3 +122,43 @@ def test_layer_decay_scales_the_lr_from_stem_to_head():
     last_block = scale_of[id(named["stages.2.blocks.1.mlp.fc2.conv.weight"])]
     head = scale_of[id(named["head.weight"])]
     assert stem < first_block < last_block < head == 1.0
+
+
+def test_val_class_folders_that_differ_from_train_are_an_error(tmp_path):
+    import shutil
+    root = write_image_folder(tmp_path / "data")
+    shutil.move(root / "val" / "n00000002", root / "val" / "n00000009")
+    out = imagenet("--output_dir", str(tmp_path / "out"), "--data_path", str(root), *TINY, "--epochs", "1", expect=1)
+    assert "must be the same" in out and "n00000009" in out and "Traceback" not in out
+
+
+def test_a_corrupt_jpeg_is_named_in_one_line(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    bad = root / "train" / "n00000001" / "train_1_2.JPEG"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated download
+    tiny_with_worker = [a if a != "0" or TINY[i - 1] != "--num_workers" else "1" for i, a in enumerate(TINY)]
+    out = imagenet("--output_dir", str(tmp_path / "out"), "--data_path", str(root), *tiny_with_worker,
+                   "--batch_size", "12", "--epochs", "1", expect=1)
+    assert f"error: cannot decode image {bad}" in out and "Traceback" not in out
+
+
+def test_a_second_run_into_the_same_output_folder_is_refused(imagenet_root, tmp_path):
+    common = ["--output_dir", str(tmp_path), "--data_path", str(imagenet_root), *TINY, "--epochs", "1"]
+    imagenet(*common)
+    before = (tmp_path / "checkpoint-last.pth").read_bytes()
+    out = imagenet(*common, expect=1)
+    assert "already holds another run" in out and "--resume" in out
+    assert (tmp_path / "checkpoint-last.pth").read_bytes() == before
+
+
+def test_a_released_mae_style_checkpoint_evaluates_with_the_seed_command(tmp_path):
+    """QKFormer's ImageNet checkpoints: misc.save_model's layout, args an argparse.Namespace."""
+    from datagen import write_mae_checkpoint
+    ref = torch.load(DATA / "tiny_imagenet_qkformer.pt", weights_only=True)
+    root = write_image_folder(tmp_path / "data", classes=10, train_per_class=1, val_per_class=1, size=(64, 64))
+    ckpt = write_mae_checkpoint(tmp_path / "checkpoint-199.pth", ref["state_dict"], time_step=2, nb_classes=10)
+    out = imagenet("--output_dir", str(tmp_path / "o"), "--log_dir", str(tmp_path / "o"), "--data_path", str(root),
+                   "--model", "SpiLiFormer_10_768", "--embed_dim", "48", "--num_heads", "2", "--depths", "1", "2", "1",
+                   "--input_size", "64", "--time_step", "2", "--batch_size", "4", "--nb_classes", "10",
+                   "--num_workers", "0", "--no-ff_lidiff", "--no-fb_lidiff", "--legacy", "--resume", str(ckpt), "--eval")
+    assert "pass-2 top-1" in out and "(10 images)" in out

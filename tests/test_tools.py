@@ -131,3 +131,65 @@ def test_attacks_on_event_frames_stay_in_count_space():
         y = model(x).argmax(1)
     result, n = robustness(model, [(x, y)], None, None, attacks(fgsm_eps=(0.0, 0.1), pgd_steps=(1,)))
     assert n == 4 and result["clean"] == 100.0 and result["FGSM 0"] == 100.0
+
+
+def test_fgsm_takes_one_signed_gradient_step_in_input_space():
+    """x' = clip(x + eps * sign(d CE / dx), 0, 1), the gradient taken through the normalisation."""
+    from tools.attack import attacks
+    from tools.common import InputSpace
+
+    class Linear(nn.Module):  # logits = W x on the flattened (normalised) image; accepts return_both
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.tensor([[1.0, -2.0, 0.5, 0.0], [-1.0, 1.0, 3.0, -0.5]]))
+
+        def forward(self, x, return_both=False):
+            return x.flatten(1) @ self.weight.T
+
+    mean, std = (0.5,), (0.25,)
+    model = InputSpace(Linear(), mean, std).eval()
+    x = torch.tensor([[[[0.2, 0.9], [0.5, 0.98]]]])
+    y = torch.tensor([0])
+    eps = 0.05
+    # by hand: d CE / d logits = softmax - onehot; d logits / dx = W / std
+    logits = ((x.flatten(1) - 0.5) / 0.25) @ model.model.weight.detach().T
+    grad = (logits.softmax(1) - torch.tensor([[1.0, 0.0]])) @ model.model.weight.detach() / 0.25
+    expected = (x.flatten(1) + eps * grad.sign()).clamp(0, 1).view_as(x)
+    adv = attacks(fgsm_eps=(eps,), pgd_steps=())[f"FGSM {eps:g}"](model)(x, y)
+    torch.testing.assert_close(adv, expected)
+    pgd = attacks(fgsm_eps=(), pgd_steps=(3,))["PGD 3"](model)(x, y)
+    assert (pgd - x).abs().max() <= 8 / 255 + 1e-6 and pgd.min() >= 0 and pgd.max() <= 1
+
+
+def test_tools_rebuild_the_architecture_a_project_checkpoint_records(cifar_root, tmp_path):
+    """A CIFAR-100-trained checkpoint (100 classes, T 2, width 64) analysed on CIFAR-10 images."""
+    run_script("./cifar100/train.py", "--output", str(tmp_path), "--config", "./cifar100/cifar100.yml",
+               "-data-dir", str(_cifar100(tmp_path)), "-T", "2", "--embed-dim", "64", "--depths", "1", "1", "1",
+               "-b", "4", "-j", "0", "--no-verify", "--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs",
+               "0", "--experiment", "c100")
+    ckpt = tmp_path / "c100" / "checkpoint-last.pth"
+    out = run_script("./tools/attack.py", "--dataset", "cifar10", "--data-path", str(cifar_root), "--checkpoint",
+                     str(ckpt), "-b", "4", "--num-batches", "1", "--no-verify", "--fgsm-eps", "0.05",
+                     "--pgd-steps", "1")
+    assert "num_classes=100" in out and "T=2" in out and "embed_dim=64" in out and "FGSM 0.05" in out
+    out = run_script("./tools/energy.py", "--dataset", "cifar10", "--data-path", str(cifar_root), "--checkpoint",
+                     str(ckpt), "-b", "4", "--num-batches", "1", "--no-verify", "--num-classes", "10", expect=1)
+    assert "head.weight" in out and "Traceback" not in out  # 100 recorded vs 10 asked: a clear mismatch
+
+
+def _cifar100(tmp_path):
+    root = tmp_path / "c100data"
+    write_cifar(root, "cifar100", classes=100)
+    return root
+
+
+def test_tools_read_a_released_checkpoint_with_its_namespace(cifar_root, tmp_path):
+    from conftest import DATA
+    from datagen import write_timm_checkpoint
+    ref = torch.load(DATA / "tiny_cifar_qkformer.pt", weights_only=True)
+    ckpt = write_timm_checkpoint(tmp_path / "model_best.pth.tar", ref["state_dict"], num_classes=10)
+    out = run_script("./tools/heatmap.py", "--dataset", "cifar10", "--data-path", str(cifar_root), "--checkpoint",
+                     str(ckpt), "--embed-dim", "64", "--depths", "1", "1", "1", "--num-heads", "8", "-T", "2",
+                     "--no-ff-lidiff", "--no-fb-lidiff", "--legacy", "--no-verify", "-b", "2",
+                     "--output", str(tmp_path / "maps.png"))
+    assert "wrote" in out and (tmp_path / "maps.png").is_file()
