@@ -51,6 +51,8 @@ class SpiLiFormer(nn.Module):
         T: time steps a static image is repeated over (event input brings its own T).
         ff_lidiff / fb_lidiff: the two ablation switches of Table 3; both off is QKFormer.
         feedback_scale: s in A = O (m1 - m2) s (the official CIFAR-100 model used 2.0).
+        chained_feedback: decoder m reads decoder m-1's output instead of A (eq 15 reads A in every
+            decoder); same parameters, so a checkpoint loads with either wiring.
         neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row). backend: 'auto' | 'cupy' | 'torch'.
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
@@ -58,7 +60,7 @@ class SpiLiFormer(nn.Module):
 
     def __init__(self, stem="imagenet", in_chans=3, num_classes=1000, embed_dim=768, depths=(1, 2, 7),
                  num_heads=12, mlp_ratio=4.0, T=4, ff_lidiff=True, fb_lidiff=True, feedback_scale=1.0,
-                 neuron="lif", backend="auto", legacy=False):
+                 chained_feedback=False, neuron="lif", backend="auto", legacy=False):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
@@ -90,7 +92,8 @@ class SpiLiFormer(nn.Module):
                 attns = [FFLiDiffAttention(dim, num_heads, ff_lidiff=ff_lidiff, **kw) for _ in range(depth)]
             stages.append(Stage(downsample, [Block(a, dim, mlp_ratio, **kw) for a in attns]))
         self.stages = nn.ModuleList(stages)
-        self.feedback = Feedback(self.dims[-1], depths[-1], feedback_scale, **kw) if fb_lidiff else None
+        self.feedback = Feedback(self.dims[-1], depths[-1], feedback_scale, chained=chained_feedback,
+                                 **kw) if fb_lidiff else None
         self.head = nn.Linear(self.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 

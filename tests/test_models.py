@@ -158,3 +158,18 @@ def test_bad_configuration_gives_a_clear_error():
         timm.create_model("spiliformer_4_384", embed_dim=64, backend="cuda")
     with pytest.raises(ValueError, match="neuron"):
         timm.create_model("spiliformer_4_384", embed_dim=64, neuron="izhikevich")
+
+
+# ---------------------------------------------------------------- feedback wiring (eq 15)
+
+def test_chained_feedback_is_an_option_with_the_same_parameters():
+    paper = tiny_model("imagenet").eval()                      # two FB blocks
+    chained = tiny_model("imagenet", chained_feedback=True).eval()
+    assert not paper.feedback.chained and chained.feedback.chained
+    chained.load_state_dict(paper.state_dict())                # strict: same keys, same shapes
+    x = tiny_input("imagenet")
+    with torch.no_grad():
+        pass1_paper, pass2_paper = paper(x, return_both=True)
+        pass1_chained, pass2_chained = chained(x, return_both=True)
+    assert torch.equal(pass1_paper, pass1_chained)             # the wiring only acts between passes
+    assert not torch.equal(pass2_paper, pass2_chained)
