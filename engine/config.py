@@ -31,6 +31,11 @@ def build_parser(description):
     g.add_argument("--fb-lidiff", "--fb_lidiff", dest="fb_lidiff", action=argparse.BooleanOptionalAction,
                    default=True, help="FB-LiDiff attention with feedback (off: one pass)")
     g.add_argument("--feedback-scale", "--feedback_scale", dest="feedback_scale", type=float, default=1.0)
+    g.add_argument("--chained-feedback", "--chained_feedback", dest="chained_feedback",
+                   action=argparse.BooleanOptionalAction, default=False,
+                   help="feedback decoder m reads decoder m-1 (ablation; eq 15: each reads A)")
+    g.add_argument("--drop-path", "--drop_path", dest="drop_path", type=float, default=0.0,
+                   help="stochastic depth rate of the last block (linear from 0 over the blocks)")
     g.add_argument("--neuron", choices=NEURONS, default="lif")
     g.add_argument("--backend", choices=BACKENDS, default="auto", help="LIF kernel")
     g.add_argument("--legacy", action="store_true", help="official numerics, for released weights")
@@ -95,6 +100,9 @@ def build_parser(description):
     g.add_argument("--sched", default="cosine")
     g.add_argument("--warmup-epochs", "--warmup_epochs", dest="warmup_epochs", type=int, default=0)
     g.add_argument("--warmup-lr", "--warmup_lr", dest="warmup_lr", type=float, default=1e-5)
+    g.add_argument("--warmup-prefix", "--warmup_prefix", dest="warmup_prefix",
+                   action=argparse.BooleanOptionalAction, default=False,
+                   help="cosine over the epochs after the warm-up (MAE's shape); --epochs stays the total")
     g.add_argument("--clip-grad", "--clip_grad", dest="clip_grad", type=float, default=None)
 
     g = p.add_argument_group("run")
@@ -114,7 +122,8 @@ def build_parser(description):
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (CUDA only)")
-    g.add_argument("--amp-dtype", "--amp_dtype", dest="amp_dtype", choices=("bf16", "fp16"), default="bf16")
+    g.add_argument("--amp-dtype", "--amp_dtype", dest="amp_dtype", choices=("bf16", "fp16"), default="fp16",
+                   help="fp16 (with a GradScaler, as the official runs) or bf16")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=50)
     g.add_argument("--dist-eval", "--dist_eval", dest="dist_eval", action=argparse.BooleanOptionalAction,

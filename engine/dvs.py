@@ -210,8 +210,9 @@ class SNNAugmentWide:
             "rotate": torch.linspace(-30.0, 30.0, self.bins),
             "cutout": None,
         }
-        # one rectangle erased on every frame (it indexes the last two axes)
-        self.cutout = tv_transforms.RandomErasing(p=1.0, scale=(0.05, 0.33), ratio=(0.2, 5.0), value=0)
+        # QKFormer's DVS cutout: one square of 0.1-11 % of the frame, erased on every frame and
+        # polarity (RandomErasing indexes the last two axes)
+        self.cutout = tv_transforms.RandomErasing(p=1.0, scale=(0.001, 0.11), ratio=(1.0, 1.0), value=0)
 
     def __call__(self, frames):
         name = list(self.ops)[random.randrange(len(self.ops))]

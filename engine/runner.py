@@ -48,8 +48,8 @@ def create_model(args, num_classes):
     if name not in timm.list_models("spiliformer*"):
         raise ConfigError(f"unknown model {args.model!r}; choose from {timm.list_models('spiliformer*')}")
     kwargs = dict(num_classes=num_classes, ff_lidiff=args.ff_lidiff, fb_lidiff=args.fb_lidiff,
-                  feedback_scale=args.feedback_scale, neuron=args.neuron, backend=args.backend,
-                  legacy=args.legacy)
+                  feedback_scale=args.feedback_scale, chained_feedback=args.chained_feedback,
+                  drop_path_rate=args.drop_path, neuron=args.neuron, backend=args.backend, legacy=args.legacy)
     kwargs.update({k: getattr(args, k) for k in ("T", "embed_dim", "depths", "num_heads")
                    if getattr(args, k) is not None})
     try:
@@ -129,10 +129,15 @@ def _run(args, build_datasets, d):
     optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
                                     momentum=args.momentum, layer_decay=args.layer_decay, **opt_kwargs)
     steps = updates_per_epoch(train_loader, args.accum_iter)
-    scheduler, num_epochs = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
+    # --warmup-prefix: the cosine spans the epochs after the warm-up (MAE); --epochs stays the total
+    decay_epochs = max(args.epochs - args.warmup_epochs, 1) if args.warmup_prefix else args.epochs
+    scheduler, num_epochs = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=decay_epochs,
                                                 cooldown_epochs=args.cooldown_epochs, min_lr=args.min_lr,
                                                 warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
+                                                warmup_prefix=args.warmup_prefix,
                                                 step_on_epochs=not args.sched_on_updates, updates_per_epoch=steps)
+    if args.warmup_prefix:
+        num_epochs = args.epochs + args.cooldown_epochs
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
     start_epoch, best_acc, best_epoch = 0, None, None
     if args.finetune and not args.resume:

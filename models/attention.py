@@ -96,16 +96,20 @@ class FBLiDiffAttention(nn.Module):
 
 
 class Feedback(nn.Module):
-    """Feedback pathway between the two passes (eqs 12-15, as the authors' code computes them).
+    """Feedback pathway between the two passes (eqs 12-15).
 
-    O is the last FB block's pass-1 output. Per token, m_k = clamp(cos(O_token, p_k), 0, 1) for the
-    excitatory and inhibitory prompts; A = O * (m_1 - m_2) * scale. Decoders (Linear C->C without
-    bias, BN, LIF), one per FB block, are chained: X_FB^1 = D_1(A), X_FB^m = D_m(X_FB^(m-1)).
+    O is the last FB block's pass-1 output (after its residuals). Per token,
+    m_k = clamp(cos(O_token, p_k), 0, 1) for the excitatory and inhibitory prompts (our reading of
+    eqs 12-13's "dot product ... broadcast along the token dimension", decisions D2);
+    A = O * (m_1 - m_2) * scale. Decoders (Linear C->C without bias, BN, LIF), one per FB block,
+    each read A: X_FB^m = D_m(A) (eq 15). `chained=True` is the ablation wiring
+    X_FB^1 = D_1(A), X_FB^m = D_m(X_FB^(m-1)), with the same parameters.
     """
 
-    def __init__(self, dim, num_blocks, scale=1.0, neuron="lif", backend="auto"):
+    def __init__(self, dim, num_blocks, scale=1.0, chained=False, neuron="lif", backend="auto"):
         super().__init__()
         self.scale = scale
+        self.chained = chained
         self.prompt_excite = nn.Parameter(torch.randn(dim))   # W_p1, eq 12
         self.prompt_inhibit = nn.Parameter(torch.randn(dim))  # W_p2, eq 13
         self.decoders = nn.ModuleList(FeedbackDecoder(dim, neuron, backend) for _ in range(num_blocks))
@@ -119,6 +123,8 @@ class Feedback(nn.Module):
     def forward(self, out):
         """Pass-1 output [T, B, C, N] -> one feedback tensor [T, B, C, N] per FB block (eq 15)."""
         x = self.gate(out)
+        if not self.chained:
+            return [decoder(x) for decoder in self.decoders]  # eq 15: every W_FB^m reads A_combined
         signals = []
         for decoder in self.decoders:
             x = decoder(x)

@@ -8,6 +8,32 @@ import torch.nn as nn
 from .neurons import make_neuron
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (timm's `drop_path`: keep with 1 - p, scale by 1 / (1 - p)) on [T, B, ...].
+
+    timm's DropPath draws one mask per index of dim 0, which here is the time step: it would drop
+    a block at some steps of a sample and keep it at others. Here the mask is one per sample b,
+    shared by all T steps. Identity in eval mode and at p = 0 (no random numbers drawn).
+    """
+
+    def __init__(self, drop_prob=0.0, scale_by_keep=True):
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.scale_by_keep = scale_by_keep
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((1, x.shape[1]) + (1,) * (x.dim() - 2)).bernoulli_(keep)
+        if keep > 0.0 and self.scale_by_keep:
+            mask.div_(keep)
+        return x * mask
+
+    def extra_repr(self):
+        return f"drop_prob={self.drop_prob:.3f}"
+
+
 class ConvBNLIF(nn.Module):
     """conv -> BN -> (maxpool) -> spiking neuron, on [T, B, C, *spatial]."""
 

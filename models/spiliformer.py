@@ -12,20 +12,22 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from .checkpoint import checkpoint_filter_fn
 from .attention import FBLiDiffAttention, Feedback, FFLiDiffAttention
-from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, SpikingMLP, stage_embed
+from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, DropPath, SpikingMLP, stage_embed
 
 
 class Block(nn.Module):
-    """x + attn(x), then x + mlp(x); no norm layers (QKFormer)."""
+    """x + attn(x), then x + mlp(x); no norm layers (QKFormer). Stochastic depth (Sec. 4.1) drops
+    each residual branch per sample with probability `drop_path`."""
 
-    def __init__(self, attn, dim, mlp_ratio, **neuron_kw):
+    def __init__(self, attn, dim, mlp_ratio, drop_path=0.0, **neuron_kw):
         super().__init__()
         self.attn = attn
         self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), **neuron_kw)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, feedback=None):
-        x = x + (self.attn(x) if feedback is None else self.attn(x, feedback))
-        return x + self.mlp(x)
+        x = x + self.drop_path(self.attn(x) if feedback is None else self.attn(x, feedback))
+        return x + self.drop_path(self.mlp(x))
 
 
 class Stage(nn.Module):
@@ -51,6 +53,10 @@ class SpiLiFormer(nn.Module):
         T: time steps a static image is repeated over (event input brings its own T).
         ff_lidiff / fb_lidiff: the two ablation switches of Table 3; both off is QKFormer.
         feedback_scale: s in A = O (m1 - m2) s (the official CIFAR-100 model used 2.0).
+        chained_feedback: decoder m reads decoder m-1's output instead of A (eq 15 reads A in every
+            decoder); same parameters, so a checkpoint loads with either wiring.
+        drop_path_rate: stochastic depth of the last block; rates rise linearly from 0 over all
+            blocks (timm's torch.linspace(0, rate, depth)).
         neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row). backend: 'auto' | 'cupy' | 'torch'.
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
@@ -58,7 +64,7 @@ class SpiLiFormer(nn.Module):
 
     def __init__(self, stem="imagenet", in_chans=3, num_classes=1000, embed_dim=768, depths=(1, 2, 7),
                  num_heads=12, mlp_ratio=4.0, T=4, ff_lidiff=True, fb_lidiff=True, feedback_scale=1.0,
-                 neuron="lif", backend="auto", legacy=False):
+                 chained_feedback=False, drop_path_rate=0.0, neuron="lif", backend="auto", legacy=False):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
@@ -78,6 +84,7 @@ class SpiLiFormer(nn.Module):
         self.reduction = STEM_REDUCTION[stem] * 2 ** (num_stages - 1)
         self.dims = [embed_dim // 2 ** (num_stages - 1 - i) for i in range(num_stages)]
 
+        drop_rates = iter(torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist())
         stages = []
         for i, (dim, depth) in enumerate(zip(self.dims, depths)):
             if i == 0:
@@ -88,9 +95,11 @@ class SpiLiFormer(nn.Module):
                 attns = [FBLiDiffAttention(dim, num_heads, legacy=legacy, **kw) for _ in range(depth)]
             else:
                 attns = [FFLiDiffAttention(dim, num_heads, ff_lidiff=ff_lidiff, **kw) for _ in range(depth)]
-            stages.append(Stage(downsample, [Block(a, dim, mlp_ratio, **kw) for a in attns]))
+            blocks = [Block(a, dim, mlp_ratio, drop_path=next(drop_rates), **kw) for a in attns]
+            stages.append(Stage(downsample, blocks))
         self.stages = nn.ModuleList(stages)
-        self.feedback = Feedback(self.dims[-1], depths[-1], feedback_scale, **kw) if fb_lidiff else None
+        self.feedback = Feedback(self.dims[-1], depths[-1], feedback_scale, chained=chained_feedback,
+                                 **kw) if fb_lidiff else None
         self.head = nn.Linear(self.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 

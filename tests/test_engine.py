@@ -135,3 +135,15 @@ def test_a_user_error_raised_in_a_loader_worker_stays_one_line():
         next(iter(DataLoader(Broken(), num_workers=1)))
     assert "Traceback" in str(err.value)  # what PyTorch hands over
     assert user_message(err.value) == "cannot decode image /data/x.JPEG (truncated); replace or remove the file"
+
+
+def test_drop_path_and_feedback_wiring_flags_reach_the_model():
+    from engine.config import build_parser, parse_args
+    from engine.runner import create_model
+
+    args = parse_args(build_parser("t"), ["--embed-dim", "64", "--drop-path", "0.2", "--chained-feedback"])
+    model = create_model(args, num_classes=10)
+    assert model.stages[-1].blocks[-1].drop_path.drop_prob == pytest.approx(0.2)
+    assert model.feedback.chained
+    args = parse_args(build_parser("t"), ["--embed-dim", "64"])
+    assert (args.drop_path, args.chained_feedback, args.amp_dtype) == (0.0, False, "fp16")

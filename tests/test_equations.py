@@ -247,8 +247,8 @@ GATE_HAND = torch.tensor([[3., 0.],
                           [0., -R]])
 
 
-def _feedback(scale=1.0):
-    fb = Feedback(dim=4, num_blocks=2, scale=scale, backend="torch").eval()
+def _feedback(scale=1.0, chained=False):
+    fb = Feedback(dim=4, num_blocks=2, scale=scale, chained=chained, backend="torch").eval()
     with torch.no_grad():
         fb.prompt_excite.copy_(torch.tensor([1., 1., 0., 0.]))
         fb.prompt_inhibit.copy_(torch.tensor([-1., 0., 1., 1.]))
@@ -268,8 +268,31 @@ def test_feedback_scale_two_doubles_the_gate():
     assert torch.allclose(gate.view(4, 2), 2 * GATE_HAND, atol=1e-6)
 
 
-def test_feedback_decoders_are_chained():
+def test_feedback_decoders_each_read_the_gated_output():
+    """Eq 15: X_FB^m = SN(BN(A_combined W_FB^m)) for every m, not D_m of D_(m-1)'s spikes."""
     fb = _feedback()
+    with torch.no_grad():
+        fb.decoders[0].linear.weight.copy_(torch.eye(4))
+        fb.decoders[1].linear.weight.copy_(-3 * torch.eye(4))
+    seen = {}
+    hooks = [_capture(d, seen, f"in{i}") for i, d in enumerate(fb.decoders)]
+    functional.reset_net(fb)
+    with torch.no_grad():
+        signals = fb(O_HAND.view(1, 1, 4, 2))
+    for h in hooks:
+        h.remove()
+    assert len(signals) == 2
+    assert torch.allclose(seen["in0"].view(4, 2), GATE_HAND, atol=1e-6)
+    assert torch.allclose(seen["in1"].view(4, 2), GATE_HAND, atol=1e-6)  # D_2 reads A too
+    # D_1 (W = I): H = A/2 (BN ~ identity): 1.5 fires in token 0, channels 0-1
+    assert torch.equal(signals[0].view(4, 2), torch.tensor([[1., 0.], [1., 0.], [0., 0.], [0., 0.]]))
+    # D_2 (W = -3I): H = -3A/2: token 1, channels 2-3: 3 sqrt(2/3) / 2 = 1.22 fires; chained, it would
+    # read D_1's spikes, -3 * 1 / 2 < 0, and stay silent
+    assert torch.equal(signals[1].view(4, 2), torch.tensor([[0., 0.], [0., 0.], [0., 1.], [0., 1.]]))
+
+
+def test_feedback_decoders_chained_option():
+    fb = _feedback(chained=True)
     with torch.no_grad():
         fb.decoders[0].linear.weight.copy_(torch.eye(4))
         fb.decoders[1].linear.weight.copy_(3 * torch.eye(4))

@@ -101,3 +101,16 @@ def test_snn_augment_applies_one_geometric_op_to_every_frame():
         out = aug(frames)
         assert out.shape == frames.shape
         assert all(torch.equal(out[0], out[t]) for t in range(4))
+
+
+def test_snn_augment_cutout_is_qkformers_small_square():
+    from engine.dvs import SNNAugmentWide
+    torch.manual_seed(0)
+    cutout = SNNAugmentWide().cutout
+    frames = torch.ones(4, 2, 128, 128)
+    for _ in range(20):
+        erased = cutout(frames) == 0
+        assert all(torch.equal(erased[0, 0], erased[t, c]) for t in range(4) for c in range(2))
+        rows, cols = erased[0, 0].any(1).sum().item(), erased[0, 0].any(0).sum().item()
+        assert rows == cols and erased[0, 0].sum() == rows * cols       # a square (ratio (1, 1))
+        assert 0 < rows * cols <= round((0.11 * 128 * 128) ** 0.5) ** 2  # scale (0.001, 0.11)

@@ -162,3 +162,31 @@ def test_a_released_mae_style_checkpoint_evaluates_with_the_seed_command(tmp_pat
                    "--input_size", "64", "--time_step", "2", "--batch_size", "4", "--nb_classes", "10",
                    "--num_workers", "0", "--no-ff_lidiff", "--no-fb_lidiff", "--legacy", "--resume", str(ckpt), "--eval")
     assert "pass-2 top-1" in out and "(10 images)" in out
+
+
+def test_recipe_lr_is_mae_warmup_then_cosine_over_the_remaining_epochs(imagenet_root, tmp_path):
+    """MAE: lr(e) = lr e / w during the warm-up, then min + (lr - min) (1 + cos(pi (e - w) / (E - w))) / 2."""
+    imagenet("--output_dir", str(tmp_path), "--data_path", str(imagenet_root), *TINY, "--epochs", "3",
+             "--warmup_epochs", "1", "--lr", "1e-3", "--min_lr", "0")
+    lrs = [json.loads(line)["train_lr"] for line in (tmp_path / "log.txt").read_text().splitlines()]
+    # lr after each epoch's last update, e = 1, 2, 3: the peak, cos(pi / 2) halfway, the minimum
+    assert lrs == pytest.approx([1e-3, 0.5e-3, 0.0], abs=1e-12)  # without the prefix: 0.75e-3, 0.25e-3, 0
+
+
+def recipe_args(monkeypatch, *argv):
+    import engine.imagenet
+    seen = {}
+    monkeypatch.setattr(engine.imagenet, "run", lambda args, datasets: seen.setdefault("args", args) and 0)
+    engine.imagenet.main(list(argv))
+    return seen["args"]
+
+
+def test_recipe_defaults_fp16_stochastic_depth_and_phase_2(monkeypatch, tmp_path):
+    args = recipe_args(monkeypatch)
+    assert (args.amp, args.amp_dtype, args.drop_path, args.warmup_prefix) == (True, "fp16", 0.1, True)
+    assert (args.blr, args.epochs, args.warmup_epochs, args.sched_on_updates) == (6e-4, 200, 5, True)
+    args = recipe_args(monkeypatch, "--phase", "2", "--finetune", "phase1.pth")
+    assert (args.blr, args.epochs, args.warmup_epochs, args.sched_on_updates) == (2e-6, 20, 0, False)
+    assert recipe_args(monkeypatch, "--phase", "2", "--finetune", "p.pth", "--epochs", "5").epochs == 5
+    with pytest.raises(SystemExit):
+        recipe_args(monkeypatch, "--phase", "2")  # phase 2 needs phase 1's weights

@@ -158,3 +158,65 @@ def test_bad_configuration_gives_a_clear_error():
         timm.create_model("spiliformer_4_384", embed_dim=64, backend="cuda")
     with pytest.raises(ValueError, match="neuron"):
         timm.create_model("spiliformer_4_384", embed_dim=64, neuron="izhikevich")
+
+
+# ---------------------------------------------------------------- feedback wiring (eq 15)
+
+def test_chained_feedback_is_an_option_with_the_same_parameters():
+    paper = tiny_model("imagenet").eval()                      # two FB blocks
+    chained = tiny_model("imagenet", chained_feedback=True).eval()
+    assert not paper.feedback.chained and chained.feedback.chained
+    chained.load_state_dict(paper.state_dict())                # strict: same keys, same shapes
+    x = tiny_input("imagenet")
+    with torch.no_grad():
+        pass1_paper, pass2_paper = paper(x, return_both=True)
+        pass1_chained, pass2_chained = chained(x, return_both=True)
+    assert torch.equal(pass1_paper, pass1_chained)             # the wiring only acts between passes
+    assert not torch.equal(pass2_paper, pass2_chained)
+
+
+# ---------------------------------------------------------------- stochastic depth (Sec. 4.1)
+
+def test_drop_path_drops_a_sample_at_every_time_step_or_none():
+    from models.layers import DropPath
+    torch.manual_seed(0)
+    drop = DropPath(0.5).train()
+    x = torch.ones(4, 64, 3, 2, 2)                             # [T, B, C, H, W]
+    out = drop(x)
+    per_sample = out.transpose(0, 1).flatten(1)                # [B, T*C*H*W]
+    assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample))  # one mask per b, over all T
+    assert set(per_sample[:, 0].tolist()) == {0.0, 2.0}        # kept samples scaled by 1 / (1 - p)
+
+
+def test_drop_path_is_identity_in_eval_and_at_rate_zero():
+    from models.layers import DropPath
+    x = torch.rand(2, 3, 4, 5)
+    assert DropPath(0.5).eval()(x) is x
+    state = torch.get_rng_state()
+    assert DropPath(0.0).train()(x) is x
+    assert torch.equal(torch.get_rng_state(), state)          # no random numbers drawn: runs stay reproducible
+
+
+def test_drop_path_rate_rises_linearly_over_blocks():
+    from models.layers import DropPath
+    with torch.device("meta"):
+        model = timm.create_model("spiliformer_10_768", drop_path_rate=0.3)   # blocks (1, 2, 7)
+        default = timm.create_model("spiliformer_10_768")
+    blocks = [b for stage in model.stages for b in stage.blocks]
+    rates = [b.drop_path.drop_prob if isinstance(b.drop_path, DropPath) else 0.0 for b in blocks]
+    assert rates == pytest.approx(torch.linspace(0, 0.3, 10).tolist())  # timm's linspace(0, rate, depth)
+    assert not any(isinstance(m, DropPath) for m in default.modules())
+    assert model.state_dict().keys() == default.state_dict().keys()
+
+
+def test_drop_path_changes_training_only(stem):
+    model = tiny_model(stem)
+    dropping = tiny_model(stem, drop_path_rate=0.5)  # same weights
+    x = tiny_input(stem, batch=4)
+    with torch.no_grad():
+        assert torch.equal(dropping.eval()(x), model.eval()(x))
+    torch.manual_seed(0)
+    out = dropping.train()(x)
+    models.SpiLiFormerLoss()(out, torch.tensor([0, 1, 2, 3])).backward()
+    assert all(p.grad is not None for p in dropping.parameters())
+    assert not torch.equal(out[1], model.train()(x)[1])

@@ -51,6 +51,34 @@ def test_energy_of_a_hand_built_two_layer_network():
     assert summary(rows, T=1)["ann_mj"] == pytest.approx(4.6e-12 * 18 * 1e3)
 
 
+def test_ann_energy_counts_the_static_first_layer_once_per_image():
+    """Eq 27 over T = 2 copies of a static input: the ANN is one step, fc1 (4x3) + fc2 (3x2) = 18 MACs."""
+    from tools.energy import layer_energy, summary
+
+    class Static(TwoLayers):
+        def forward(self, x):  # x [B, 4] -> [T=2, B, 4], the same at both steps
+            return super().forward(x.unsqueeze(0).repeat(2, 1, 1))
+
+    rows = layer_energy(Static().eval(), [torch.tensor([[1.0, 1.0, 1.0, 0.3]])], static_T=2)
+    fc1, fc2 = rows
+    assert (fc1["macs"], fc1["counted_once"]) == (12, True)   # computed once for both steps (eq 26)
+    assert (fc2["macs"], fc2["counted_once"]) == (12, False)  # 6 per step x 2 steps
+    assert summary(rows, T=2)["ann_macs"] == pytest.approx(12 + 12 / 2)
+    assert summary(rows, T=2)["ann_mj"] == pytest.approx(4.6e-12 * 18 * 1e3)
+
+
+def test_ann_energy_of_the_first_conv_is_a_hand_count():
+    """Tiny CIFAR model, T = 4, 32x32: conv 3x3, 3 -> 8 channels, stride 1 = 27 x 8 x 1024 = 221,184 MACs
+    in the ANN (it was divided by T twice: 55,296)."""
+    from tools.energy import layer_energy, summary
+    model = tiny_model("cifar", T=4).eval()
+    rows = layer_energy(model, [torch.rand(1, 3, 32, 32)], static_T=4)
+    first = rows[0]
+    assert first["layer"] == "stages.0.downsample.convs.0.conv" and first["macs"] == 27 * 8 * 1024 == 221_184
+    others = sum(r["macs"] for r in rows[1:]) / 4
+    assert summary(rows, T=4)["ann_macs"] == pytest.approx(221_184 + others)
+
+
 def test_energy_counts_both_passes_and_the_attention_matmuls():
     from tools.energy import layer_energy
     model = tiny_model("cifar").eval()

@@ -45,6 +45,8 @@ def build_parser(description):
     p.add_argument("--input-size", dest="input_size", type=int, nargs="+", default=None, help="one value or H W")
     p.add_argument("--no-ff-lidiff", dest="ff_lidiff", action="store_false", default=None)
     p.add_argument("--no-fb-lidiff", dest="fb_lidiff", action="store_false", default=None)
+    p.add_argument("--chained-feedback", dest="chained_feedback", action="store_true", default=None,
+                   help="feedback decoders chained (the ablation wiring), for checkpoints trained so")
     p.add_argument("--legacy", action="store_true", default=None, help="official numerics, for the authors' weights")
     p.add_argument("--neuron", choices=models.neurons.NEURONS, default=None)
     p.add_argument("--backend", choices=models.neurons.BACKENDS, default="auto")
@@ -59,6 +61,7 @@ def build_parser(description):
 ARCHITECTURE = {"T": ("T", "time_step"), "num_classes": ("num_classes", "nb_classes"), "embed_dim": ("embed_dim",),
                 "depths": ("depths",), "num_heads": ("num_heads",), "ff_lidiff": ("ff_lidiff",),
                 "fb_lidiff": ("fb_lidiff",), "feedback_scale": ("feedback_scale",), "neuron": ("neuron",),
+                "chained_feedback": ("chained_feedback",),
                 "legacy": ("legacy",), "input_size": ("img_size",)}
 
 

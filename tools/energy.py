@@ -4,7 +4,7 @@ torch.utils.flop_counter, both passes of the feedback included.
     python tools/energy.py --dataset imagenet --data-path DIR --checkpoint CKPT -T 4 --output energy.csv
 
 A layer whose input is not spike counts (the first conv on the image, a head on averaged
-features, the first feedback decoder on the gated output) does multiply-accumulates (E_MAC); every
+features, the feedback decoders on the gated output) does multiply-accumulates (E_MAC); every
 other layer does fr x MACs accumulates (SOPs, E_AC). The static image is the same at every time
 step, so the first conv is counted once (eq 26).
 """
@@ -48,8 +48,9 @@ class _Rate:
 def layer_energy(model, data, static_T=1):
     """Per-layer rows over the batches of `data` (inputs ready for `model`).
 
-    Each row: layer, kind ('MAC' or 'AC'), MACs per image (all time steps, both passes), input
-    firing rate (mean spike count per neuron and step; None for MAC layers), SOPs, energy (J).
+    Each row: layer, kind ('MAC' or 'AC'), MACs per image (all time steps, both passes; one step
+    where `counted_once`), input firing rate (mean spike count per neuron and step; None for MAC
+    layers), SOPs, energy (J).
     Spiking self-attention's matmuls (Q K^T V) are a row of their own, at the query's firing rate.
     static_T: T over which a static image is repeated (its first layer is counted once).
     """
@@ -96,22 +97,25 @@ def layer_energy(model, data, static_T=1):
                 for name, r in attn_rates.items() if r.count and macs_of(name, exclude_conv=True)]
     rows = []
     for call, name, rate, macs in sorted(entries, key=lambda e: e[0]):
+        once = not rate.spikes and call == 0 and static_T > 1
         if rate.spikes:
             row = {"kind": "AC", "macs": macs, "firing_rate": rate.mean, "sops": rate.mean * macs}
             row["energy_j"] = E_AC * row["sops"]
         else:
-            if call == 0 and static_T > 1:
+            if once:
                 macs /= static_T  # the same image at every step: computed once
             row = {"kind": "MAC", "macs": macs, "firing_rate": None, "sops": 0.0, "energy_j": E_MAC * macs}
+        row["counted_once"] = once
         rows.append({"layer": name.removeprefix("model."), **row})
     return rows
 
 
 def summary(rows, T):
     snn = sum(r["energy_j"] for r in rows)
-    ann_macs = sum(r["macs"] for r in rows) / T  # one step of the same network, as an ANN (eq 27)
-    return {"snn_mj": snn * 1e3, "ann_mj": E_MAC * ann_macs * 1e3, "sops": sum(r["sops"] for r in rows),
-            "macs": sum(r["macs"] for r in rows)}
+    # eq 27: the same network as an ANN runs one step; a row counted once already is one step
+    ann_macs = sum(r["macs"] if r["counted_once"] else r["macs"] / T for r in rows)
+    return {"snn_mj": snn * 1e3, "ann_mj": E_MAC * ann_macs * 1e3, "ann_macs": ann_macs,
+            "sops": sum(r["sops"] for r in rows), "macs": sum(r["macs"] for r in rows)}
 
 
 def print_table(rows, totals):
