@@ -62,10 +62,11 @@ def link_atomic(src, dst):
         raise
 
 
-def training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, args):
+def training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config):
+    """`config`: the run's resolved configuration (plain values), stored as "args" as MAE/timm do."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "lr_scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch, "args": plain(vars(args))}
+            "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch, "args": config}
 
 
 def save_epoch(state, run_dir, is_best, keep_epoch):

@@ -1,8 +1,10 @@
-"""Command line + YAML recipe: one parser with every flag, in both spellings users bring.
+"""Command line + YAML recipes: one parser with every flag, in both spellings users bring.
 
-The yml's keys are the parser's destinations; the command line overrides the yml, which overrides
-the parser's defaults (timm's two-stage pattern). Every multi-word flag is accepted with dashes and
-with underscores (`--batch-size`, `--batch_size`), so the seed commands of every folder work.
+Resolution, lowest to highest: the parser's defaults, the dataset's recipe (`<folder>/<folder>.yml`
+beside its train.py, and `phaseN.yml` for `--phase N`), the yml given by --config, the command line.
+yml keys are the flags' destinations; their values are checked like the command line's. Every
+multi-word flag is accepted with dashes and with underscores (`--batch-size`, `--batch_size`), so
+the seed commands of every folder work; --help shows one spelling and the recipe's values.
 """
 import argparse
 import sys
@@ -12,9 +14,23 @@ import yaml
 from models.neurons import BACKENDS, NEURONS
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """One spelling per flag in --help (short form, then the first long one); all are accepted."""
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        short = [o for o in action.option_strings if not o.startswith("--")][:1]
+        long = [o for o in action.option_strings if o.startswith("--")][:1]
+        names = ", ".join(short + long)
+        if action.nargs == 0:
+            return names
+        return f"{names} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
 def build_parser(description):
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("-c", "--config", default="", help="YAML recipe; the command line overrides it")
+    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    p.add_argument("-c", "--config", default="", help="YAML recipe over the dataset's; the command line overrides it")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="spiliformer_4_384", help="registered model name (any case)")
@@ -137,15 +153,74 @@ POSITIVE = ("T", "epochs", "batch_size", "accum_iter", "val_batch_size", "log_in
 NON_NEGATIVE = ("workers", "cooldown_epochs", "warmup_epochs", "save_every", "mixup_off_epoch")
 
 
-def parse_args(parser, argv=None, defaults=None):
-    """Parse `argv` over the yml given by --config (and `defaults`, the script's recipe)."""
+class FrozenConfig(argparse.Namespace):
+    """The resolved configuration; read-only, so every derived value is computed, not written back."""
+
+    def __setattr__(self, name, value):
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"the configuration is frozen (resolved once in engine/config.py); "
+                                 f"compute {name!r} where it is needed instead of writing it back")
+        super().__setattr__(name, value)
+
+    def freeze(self):
+        super().__setattr__("_frozen", True)
+        return self
+
+    def as_dict(self):
+        return {k: v for k, v in vars(self).items() if k != "_frozen"}
+
+
+def parse_command_line(entry, argv=None):
+    """The resolved, frozen configuration of `entry`'s train.py (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(f"SpiLiFormer on {entry.title}")
+    if entry.add_flags:
+        entry.add_flags(parser)
+    recipes = [entry.recipe]
+    if any(a.dest == "phase" for a in parser._actions):  # a later phase's yml overrides the first's
+        early = argparse.ArgumentParser(add_help=False)
+        early.add_argument("--phase", type=int, default=1)
+        phase = early.parse_known_args(argv)[0].phase
+        if phase > 1:
+            recipes.append(entry.recipe.with_name(f"phase{phase}.yml"))
+    defaults = {}
+    for path in recipes:
+        defaults.update(read_recipe(parser, path))
+    data = entry.data_config
+    defaults.setdefault("model", entry.model)
+    args = parse_args(parser, argv, defaults=defaults, frozen=False)
+    if args.img_size is None:
+        args.img_size = list(data["input_size"])
+    if entry.resolve:
+        entry.resolve(args, parser, argv)
+    for key in ("crop_pct", "mean", "std"):
+        if getattr(args, key) is None:
+            setattr(args, key, data[key] if key == "crop_pct" else list(data[key]))
+    return args.freeze()
+
+
+POSITIVE = ("T", "epochs", "batch_size", "accum_iter", "val_batch_size", "log_interval")
+NON_NEGATIVE = ("workers", "cooldown_epochs", "warmup_epochs", "save_every", "mixup_off_epoch")
+_UNSET = object()
+
+
+def parse_args(parser, argv=None, defaults=None, frozen=True):
+    """Parse `argv` over the yml given by --config over `defaults` (the dataset's recipe)."""
     argv = sys.argv[1:] if argv is None else argv
     if defaults:
         parser.set_defaults(**defaults)
     first, _ = parser.parse_known_args(argv)
-    if first.config:
-        parser.set_defaults(**read_recipe(parser, first.config))
-    args = parser.parse_args(argv)
+    user_recipe = read_recipe(parser, first.config) if first.config else {}
+    parser.set_defaults(**user_recipe)
+    args = parser.parse_args(argv, namespace=FrozenConfig())
+    # what the user chose (command line or own yml), as opposed to what a recipe chose
+    probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions})
+    given = {k for k, v in vars(parser.parse_known_args(argv, namespace=probe)[0]).items() if v is not _UNSET}
+    given |= set(user_recipe)
+    if {"lr", "blr"} <= given:
+        parser.error("give --lr (absolute) or --blr (scaled by the effective batch / 256), not both")
+    if "blr" in given:
+        args.lr = None  # the user's base lr wins over a recipe's absolute one
     if isinstance(args.img_size, int):
         args.img_size = [args.img_size]
     if args.img_size is not None and len(args.img_size) not in (1, 2):
@@ -161,7 +236,9 @@ def parse_args(parser, argv=None, defaults=None):
                          f"got {value}")
     if args.img_size is not None and min(args.img_size) < 1:
         parser.error(f"--img-size must be positive, got {args.img_size}")
-    return args
+    if args.lr is None and args.blr is None:
+        parser.error("no learning rate: give --lr or --blr")
+    return args.freeze() if frozen else args
 
 
 def read_recipe(parser, path):
@@ -176,12 +253,39 @@ def read_recipe(parser, path):
     recipe = recipe or {}
     if not isinstance(recipe, dict):
         parser.error(f"{path} must be a mapping of flag names to values, got a {type(recipe).__name__}")
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(set(recipe) - known)
+    actions = {a.dest: a for a in parser._actions}
+    unknown = sorted(set(recipe) - set(actions))
     if unknown:
         parser.error(f"{path}: unknown keys {unknown}; keys are the flags' names with underscores "
                      "(see --help)")
+    for key, value in recipe.items():
+        problem = value_problem(actions[key], value)
+        if problem:
+            parser.error(f"{path}: {key}: {value!r} {problem}")
     return recipe
+
+
+def value_problem(action, value):
+    """Why a yml value could not have come from the flag's command line, or None."""
+    if value is None:
+        return None
+    if action.nargs == 0:  # on/off flags
+        return None if isinstance(value, bool) else "is not true or false"
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    values = value if many and isinstance(value, list) else [value]
+    if many and not isinstance(value, list) and action.dest != "img_size":
+        return "is not a list"
+    kind = action.type or str
+    for v in values:
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            return "is not an integer"
+        if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return "is not a number"
+        if kind is str and not isinstance(v, str):
+            return "is not a string"
+        if action.choices is not None and v not in action.choices:
+            return f"is not one of {list(action.choices)}"
+    return None
 
 
 def input_size(args):

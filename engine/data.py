@@ -67,11 +67,10 @@ def make_mixup(args, num_classes):
                  num_classes=num_classes)
 
 
-def image_transforms(args, default_mean, default_std):
+def image_transforms(args):
     """timm's training transform (crop, flip, RandAugment, random erasing) and eval transform."""
     size = input_size(args)
-    mean = tuple(args.mean or default_mean)
-    std = tuple(args.std or default_std)
+    mean, std = tuple(args.mean), tuple(args.std)
     train = create_transform(size, is_training=True, scale=tuple(args.scale), ratio=tuple(args.ratio),
                              hflip=args.hflip, color_jitter=args.color_jitter, auto_augment=args.aa,
                              interpolation=args.train_interpolation, mean=mean, std=std, re_prob=args.reprob,
@@ -111,8 +110,6 @@ CIFAR = {
                  "batches.meta"]),
     "cifar100": (tv_datasets.CIFAR100, "cifar-100-python", ["train", "test", "meta"]),
 }
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 def _online(host="www.cs.toronto.edu", port=443, timeout=3.0):
@@ -213,10 +210,16 @@ def cifar_dataset(name, root, train, transform, verify=True):
     return CifarPickles(name, root, train, transform, verify)
 
 
+def cifar_splits(entry, args, with_train):
+    """(train or None, test, classes) of CIFAR-10/100 with the recipe's transforms."""
+    train_tf, val_tf = image_transforms(args)
+    train = cifar_dataset(entry.name, args.data_dir, True, train_tf, verify=args.verify) if with_train else None
+    val = cifar_dataset(entry.name, args.data_dir, False, val_tf, verify=args.verify)
+    return train, val, len(val.classes)
+
+
 # ---------------------------------------------------------------- ImageNet (ImageFolder)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_image(path):
@@ -256,3 +259,12 @@ def check_same_classes(root, classes, split="val", other="train"):
         raise DatasetError(f"{Path(root) / split} has {len(classes)} class folders and {folder} has "
                            f"{len(theirs)}; they must be the same (only in {split}: {only_split[:5]}, only "
                            f"in {other}: {only_other[:5]}), or labels are mismatched")
+
+
+def imagenet_splits(entry, args, with_train):
+    """(train or None, val, classes) of an ImageFolder tree; --eval scans no training images."""
+    train_tf, val_tf = image_transforms(args)
+    train = image_folder(args.data_dir, "train", train_tf) if with_train else None
+    val = image_folder(args.data_dir, "val", val_tf)
+    check_same_classes(args.data_dir, val.classes)
+    return train, val, len(val.classes)

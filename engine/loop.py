@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from models import UserError
 
 from .distributed import all_reduce_sum
-from .logging import Meter, Progress
+from .runlog import Meter, Progress
 
 
 class NonFiniteLoss(UserError):

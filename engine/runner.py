@@ -1,5 +1,6 @@
-"""The whole run, as every train.py calls it: set up, (resume), train and evaluate each epoch,
-checkpoint, log; or `--eval` a checkpoint and exit."""
+"""The whole run, as every train.py calls it: `main(dataset)` resolves the configuration (the
+dataset's recipe under the flags), then sets up, (resumes), trains and evaluates each epoch,
+checkpoints and logs; or `--eval`s a checkpoint and exits."""
 import itertools
 import random
 import sys
@@ -18,18 +19,25 @@ import models
 from models import ConfigError, SpiLiFormerLoss, UserError, linear_alpha, user_message
 
 from .checkpoint import plain, repair_best, restore, save_epoch, schedule_changes, training_state
-from .config import input_size
+from . import registry
+from .config import input_size, parse_command_line
 from .data import make_loaders, make_mixup
 from .distributed import init_distributed, shutdown, sync_buffers
-from .logging import RunLog, fmt_time
+from .runlog import RunLog, fmt_time
 from .loop import eval_line, evaluate, train_one_epoch, updates_per_epoch
 
 
-def run(args, build_datasets):
-    """`build_datasets(args) -> (train_set, val_set, num_classes)`; returns the exit status."""
+def main(dataset, argv=None):
+    """The train.py of `dataset` (a name in engine.registry.DATASETS); returns the exit status."""
+    entry = registry.get(dataset)
+    return run(parse_command_line(entry, argv), entry)
+
+
+def run(args, entry):
+    """Train (or --eval) with the resolved configuration `args` on `entry`'s data."""
     d = init_distributed(args.device)
     try:
-        return _run(args, build_datasets, d)
+        return _run(args, entry, d)
     except UserError as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr, flush=True)
         return 1
@@ -71,11 +79,11 @@ def amp_dtype_for(args, d):
     return torch.bfloat16 if args.amp_dtype == "bf16" else torch.float16
 
 
-def claim_run_folder(args, d):
+def claim_run_folder(args, d, T):
     """The run's folder, never another run's: a new time-stamped one (made unique), the folder of the
     checkpoint being continued, or --output/--experiment when it holds no other run."""
     if not args.experiment and not args.resume:
-        base = Path(args.output) / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model.lower()}-T{args.T}"
+        base = Path(args.output) / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model.lower()}-T{T}"
         if not d.main:
             return base
         for i in itertools.count():
@@ -97,15 +105,13 @@ def claim_run_folder(args, d):
     return folder
 
 
-def _run(args, build_datasets, d):
+def _run(args, entry, d):
     seed_everything(args.seed + d.rank)
     amp_dtype = amp_dtype_for(args, d)
-    train_set, val_set, num_classes = build_datasets(args)
+    train_set, val_set, num_classes = entry.build(entry, args, not args.eval)
     if args.num_classes not in (None, num_classes):
         raise ConfigError(f"--num-classes {args.num_classes} but the dataset has {num_classes} classes")
-    args.num_classes = num_classes
     model = create_model(args, num_classes).to(d.device)
-    args.T = model.T
     train_loader, val_loader = make_loaders(train_set, val_set, args, d)
 
     if args.eval:
@@ -117,16 +123,15 @@ def _run(args, build_datasets, d):
             print(f"eval {args.resume}: {eval_line(result)}", flush=True)
         return 0
 
-    run_dir = claim_run_folder(args, d)
+    run_dir = claim_run_folder(args, d, model.T)
     mixup = make_mixup(args, num_classes)
     if mixup is not None and args.batch_size % 2:
         raise ConfigError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
     criterion = SpiLiFormerLoss(args.alpha, label_smoothing=args.smoothing)  # smoothing: hard targets only
     effective_batch = args.batch_size * d.world_size * args.accum_iter
-    if args.blr is not None and args.lr is None:
-        args.lr = args.blr * effective_batch / 256
+    lr = args.lr if args.lr is not None else args.blr * effective_batch / 256
     opt_kwargs = {"eps": args.opt_eps} if args.opt_eps is not None else {}
-    optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
                                     momentum=args.momentum, layer_decay=args.layer_decay, **opt_kwargs)
     steps = updates_per_epoch(train_loader, args.accum_iter)
     # --warmup-prefix: the cosine spans the epochs after the warm-up (MAE); --epochs stays the total
@@ -157,14 +162,16 @@ def _run(args, build_datasets, d):
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.enabled else model
 
-    config = {**plain(vars(args)), "world_size": d.world_size, "effective_batch_size": effective_batch,
-              "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir)}
+    # the resolved configuration, with what the flags left to the data, the model and the processes
+    config = plain({**args.as_dict(), "T": model.T, "num_classes": num_classes, "lr": lr,
+                    "world_size": d.world_size, "effective_batch_size": effective_batch,
+                    "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir)})
     log = RunLog(run_dir, Path(args.log_dir) if args.log_dir else run_dir / "tensorboard", d.main)
     if d.main:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
         print(yaml.safe_dump(config, sort_keys=True), end="")
         print(f"effective batch {effective_batch} = {args.batch_size} per process x {d.world_size} "
-              f"process(es) x {args.accum_iter} accumulation step(s); lr {args.lr:g} "
+              f"process(es) x {args.accum_iter} accumulation step(s); lr {lr:g} "
               f"(peak, after {args.warmup_epochs} warm-up epochs)", flush=True)
         print(f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{len(train_set)} training / {len(val_set)} validation samples, run folder {run_dir}", flush=True)
@@ -191,7 +198,7 @@ def _run(args, build_datasets, d):
         if is_best:
             best_acc, best_epoch = accuracy, epoch
         if d.main:
-            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, args)
+            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config)
             save_epoch(state, run_dir, is_best, keep_epoch=args.save_every and (epoch + 1) % args.save_every == 0)
             done = epoch + 1 - start_epoch
             eta = (time.time() - started) / done * (num_epochs - epoch - 1)

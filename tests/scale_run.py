@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from datagen import write_cifar, write_cifar10dvs  # noqa: E402
-from engine.config import build_parser, parse_args  # noqa: E402
+from engine import registry  # noqa: E402
+from engine.config import parse_command_line  # noqa: E402
 from engine.data import make_loaders, make_mixup  # noqa: E402
 from engine.distributed import Dist  # noqa: E402
 
@@ -65,33 +66,23 @@ def main():
     root = Path(opts.root or tempfile.mkdtemp(prefix=f"scale-{opts.job}-"))
     started = time.time()
     if opts.job == "cifar":
-        from engine.data import CIFAR_MEAN, CIFAR_STD, cifar_dataset, image_transforms
         if not (root / "cifar-10-batches-py").is_dir():
             write_cifar(root, "cifar10", train_per_batch=opts.n // 5, test=1000)
-        args = parse_args(build_parser("scale"), ["--config", str(ROOT / "cifar10/cifar10.yml"), "-j", str(opts.workers)])
-        train_tf, val_tf = image_transforms(args, CIFAR_MEAN, CIFAR_STD)
-        train = cifar_dataset("cifar10", root, True, train_tf, verify=False)
-        val = cifar_dataset("cifar10", root, False, val_tf, verify=False)
+        entry, flags = registry.get("cifar10"), ["--no-verify"]
     elif opts.job == "imagenet":
-        from engine.data import IMAGENET_MEAN, IMAGENET_STD, image_folder, image_transforms
-        from engine.imagenet import RECIPE
         if not (root / "train").is_dir():
             write_odd_jpegs(root, opts.n)
-        parser = build_parser("scale")
-        args = parse_args(parser, ["-j", str(opts.workers), "--crop-pct", "0.875"], defaults=RECIPE)
-        train_tf, val_tf = image_transforms(args, IMAGENET_MEAN, IMAGENET_STD)
-        train, val = image_folder(root, "train", train_tf), image_folder(root, "val", val_tf)
+        entry, flags = registry.get("imagenet"), []
     else:
-        from engine.dvs import event_datasets
-        from engine.event import RECIPE
         if not (root / "download").is_dir() and not (root / "events_np").is_dir():
             write_cifar10dvs(root, per_class=opts.n // 10, events=20000)
-        args = parse_args(build_parser("scale"), ["-j", str(opts.workers), "--data-dir", str(root)], defaults=RECIPE)
-        args.dts_cache = ""
-        train, val, _ = event_datasets("cifar10dvs", args, (128, 128))
+        entry, flags = registry.get("cifar10dvs"), []
+    # the recipe as the job's train.py resolves it, and its own dataset code
+    args = parse_command_line(entry, ["--data-dir", str(root), "-j", str(opts.workers), *flags])
+    train, val, classes = entry.build(entry, args, True)
     print(f"data ready in {time.time() - started:.0f} s: {len(train)} train / {len(val)} val samples", flush=True)
     train_loader, val_loader = make_loaders(train, val, args, Dist())
-    mixup = make_mixup(args, 10 if opts.job != "imagenet" else len(val.classes))
+    mixup = make_mixup(args, classes)
     seen, batches, seconds = drive(train_loader, mixup)
     print(f"train: {seen} samples in {batches} batches, {seconds:.0f} s ({seen / seconds:.0f} samples/s)", flush=True)
     seen, batches, seconds = drive(val_loader, None)

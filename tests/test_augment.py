@@ -5,13 +5,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.config import build_parser, parse_args
-from engine.data import CIFAR_MEAN, CIFAR_STD, image_transforms
+from engine import registry
+from engine.config import parse_command_line
+from engine.data import image_transforms
 
 
 def recipe_transform(*argv):
-    args = parse_args(build_parser("t"), ["--config", "./cifar10/cifar10.yml", *argv])
-    return image_transforms(args, CIFAR_MEAN, CIFAR_STD)[0]
+    args = parse_command_line(registry.get("cifar10"), list(argv))  # the paper recipe, as train.py resolves it
+    return image_transforms(args)[0]
 
 
 def test_randaugment_at_magnitude_10_survives_thousands_of_images():

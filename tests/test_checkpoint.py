@@ -6,7 +6,7 @@ import timm
 import torch
 
 import models
-from models.params import PAPER_MODELS
+from engine.registry import DATASETS
 
 from conftest import DATA, tiny_model
 
@@ -48,10 +48,10 @@ def read_keys(dataset):
     return {key: tuple(int(d) for d in shape.strip("[]").split(",") if d.strip()) for key, shape, _ in rows}
 
 
-@pytest.mark.parametrize("dataset", sorted(PAPER_MODELS))
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_every_official_key_maps_onto_the_qkformer_ablation(dataset):
     """Both ablations off has QKFormer's exact structure: every official tensor, same shape, nothing else."""
-    name, classes, _, _ = PAPER_MODELS[dataset]
+    name, classes = DATASETS[dataset].model, DATASETS[dataset].num_classes
     with torch.device("meta"):
         model = timm.create_model(name, num_classes=classes, ff_lidiff=False, fb_lidiff=False)
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -79,7 +79,7 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, mon
     from engine.runner import claim_run_folder
     monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
     args = parse_args(build_parser("t"), ["--output", str(tmp_path), "-T", "4"])
-    first, second = claim_run_folder(args, Dist()), claim_run_folder(args, Dist())
+    first, second = claim_run_folder(args, Dist(), 4), claim_run_folder(args, Dist(), 4)
     assert first != second and first.is_dir() and second.is_dir()
 
 
@@ -99,8 +99,11 @@ def test_impossible_values_are_refused_by_name(argv, message, capsys):
 @pytest.mark.parametrize("text,message", [
     ("epochs: [3\n", "is not valid YAML"),
     ("- epochs\n- 3\n", "must be a mapping"),
-    ("epochs: three\n", "argument --epochs: invalid int value: 'three'"),
-    ("epochs: 3.5\n", "--epochs must be an integer"),
+    ("epochs: three\n", "epochs: 'three' is not an integer"),
+    ("epochs: 3.5\n", "epochs: 3.5 is not an integer"),
+    ("amp_dtype: fp32\n", "amp_dtype: 'fp32' is not one of ['bf16', 'fp16']"),
+    ("amp: 1\n", "amp: 1 is not true or false"),
+    ("scale: 0.5\n", "scale: 0.5 is not a list"),
 ])
 def test_malformed_yml_is_a_one_line_error(tmp_path, text, message, capsys):
     from engine.config import build_parser, parse_args
@@ -147,3 +150,41 @@ def test_drop_path_and_feedback_wiring_flags_reach_the_model():
     assert model.feedback.chained
     args = parse_args(build_parser("t"), ["--embed-dim", "64"])
     assert (args.drop_path, args.chained_feedback, args.amp_dtype) == (0.0, False, "fp16")
+
+
+def test_the_dataset_recipe_applies_without_config():
+    from engine import registry
+    from engine.config import parse_command_line
+    args = parse_command_line(registry.get("cifar10"), ["-data-dir", "D"])
+    assert (args.epochs, args.weight_decay, args.mixup, args.aa) == (400, 0.06, 0.5, "rand-m9-n1-mstd0.4-inc1")
+    assert (args.model, args.img_size, args.crop_pct) == ("spiliformer_4_384", [32, 32], 1.0)
+    assert tuple(args.mean) == (0.4914, 0.4822, 0.4465)  # the variant's, written once (pretrained_cfg)
+    for name, entry in registry.DATASETS.items():  # every recipe file exists and parses
+        assert parse_command_line(entry, []).model == entry.model
+
+
+def test_help_shows_one_spelling_and_the_recipe_values():
+    from test_cifar import run_script
+    out = run_script("./cifar10/train.py", "--help")
+    assert "--batch-size BATCH_SIZE" in out and "--batch_size" not in out
+    assert "(default: 400)" in out  # epochs: the recipe's value, not the parser's 300
+
+
+def test_lr_and_blr_are_never_silently_ignored(capsys):
+    from engine import registry
+    from engine.config import parse_command_line
+    cifar, imagenet = registry.get("cifar10"), registry.get("imagenet")
+    args = parse_command_line(cifar, ["--blr", "2e-3"])  # the recipe's lr 1e-3 gives way
+    assert args.lr is None and args.blr == 2e-3
+    assert parse_command_line(imagenet, ["--lr", "1e-4"]).lr == 1e-4
+    with pytest.raises(SystemExit):
+        parse_command_line(cifar, ["--lr", "1e-3", "--blr", "1e-3"])
+    assert "not both" in capsys.readouterr().err
+
+
+def test_the_resolved_configuration_is_frozen():
+    from engine import registry
+    from engine.config import parse_command_line
+    args = parse_command_line(registry.get("cifar10"), [])
+    with pytest.raises(AttributeError, match="frozen"):
+        args.lr = 1.0

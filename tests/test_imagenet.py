@@ -44,13 +44,14 @@ def test_seed_command_trains_resumes_and_evaluates(imagenet_root, tmp_path):
 
 @pytest.mark.parametrize("size,crop_pct,resize", [(224, 0.875, 256), (288, 1.0, 288), (384, 1.0, 384)])
 def test_eval_transform_follows_the_official_evaluation(size, crop_pct, resize):
-    from engine.config import build_parser, parse_args
-    from engine.data import IMAGENET_MEAN, IMAGENET_STD, image_transforms
-    from engine.imagenet import eval_crop_pct
+    from engine import registry
+    from engine.config import parse_command_line
+    from engine.data import image_transforms
 
-    assert eval_crop_pct((size, size)) == crop_pct
-    args = parse_args(build_parser("t"), ["--input_size", str(size), "--crop_pct", str(crop_pct)])
-    _, val = image_transforms(args, IMAGENET_MEAN, IMAGENET_STD)
+    assert registry.eval_crop_pct((size, size)) == crop_pct
+    args = parse_command_line(registry.get("imagenet"), ["--input_size", str(size)])  # as train.py resolves it
+    assert args.crop_pct == crop_pct
+    _, val = image_transforms(args)
     resize_op, crop_op = val.transforms[:2]
     assert resize_op.size == resize and tuple(crop_op.size) == (size, size)
 
@@ -174,10 +175,10 @@ def test_recipe_lr_is_mae_warmup_then_cosine_over_the_remaining_epochs(imagenet_
 
 
 def recipe_args(monkeypatch, *argv):
-    import engine.imagenet
+    import engine.runner
     seen = {}
-    monkeypatch.setattr(engine.imagenet, "run", lambda args, datasets: seen.setdefault("args", args) and 0)
-    engine.imagenet.main(list(argv))
+    monkeypatch.setattr(engine.runner, "run", lambda args, entry: seen.setdefault("args", args) and 0)
+    engine.runner.main("imagenet", list(argv))
     return seen["args"]
 
 

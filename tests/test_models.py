@@ -6,14 +6,16 @@ from spikingjelly.activation_based import functional
 
 import models
 from models.neurons import LIF
-from models.params import PAPER_MODELS, count_parameters
+from engine.registry import DATASETS
+from models.params import count_parameters
 
 from conftest import TINY, tiny_input, tiny_model
 
 
-@pytest.mark.parametrize("dataset", sorted(PAPER_MODELS))
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_param_counts_match_paper(dataset):
-    name, classes, expected, expected_qkformer = PAPER_MODELS[dataset]
+    entry = DATASETS[dataset]
+    name, classes, (expected, expected_qkformer) = entry.model, entry.num_classes, entry.params
     assert count_parameters(name, num_classes=classes) == expected
     assert count_parameters(name, num_classes=classes, ff_lidiff=False, fb_lidiff=False) == expected_qkformer
 

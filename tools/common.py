@@ -4,28 +4,16 @@ import argparse
 import csv
 import sys
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import timm
+import torch
+import torch.nn as nn
+from timm.data import create_transform
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from timm.data import create_transform  # noqa: E402
-
-import models  # noqa: E402
-from engine import data as engine_data  # noqa: E402
-from engine.imagenet import eval_crop_pct  # noqa: E402
-
-EVENT_T = 16  # event frames per sample unless -T says otherwise (the paper's T)
-DATASETS = {  # name -> (default model, classes, static?, input size, mean, std)
-    "cifar10": ("spiliformer_4_384", 10, True, 32, engine_data.CIFAR_MEAN, engine_data.CIFAR_STD),
-    "cifar100": ("spiliformer_4_384", 100, True, 32, engine_data.CIFAR_MEAN, engine_data.CIFAR_STD),
-    "imagenet": ("spiliformer_10_768", 1000, True, 224, engine_data.IMAGENET_MEAN, engine_data.IMAGENET_STD),
-    "cifar10dvs": ("spiliformer_2_256", 10, False, 128, None, None),
-    "ncaltech101": ("spiliformer_2_256", 101, False, 128, None, None),
-}
+import models
+from engine import data as engine_data
+from engine.registry import DATASETS, eval_crop_pct
 
 
 def build_parser(description):
@@ -84,9 +72,9 @@ def recorded_architecture(checkpoint):
 def load_model(args):
     """The model to analyse: the architecture a checkpoint records, overridden by explicit flags, else
     the dataset's paper model; weights from --checkpoint."""
-    name, classes, _, _, _, _ = DATASETS[args.dataset]
+    entry = DATASETS[args.dataset]
     checkpoint = models.read_checkpoint(args.checkpoint) if args.checkpoint else None
-    settings = {"model": name, "num_classes": classes, **recorded_architecture(checkpoint or {})}
+    settings = {"model": entry.model, "num_classes": entry.num_classes, **recorded_architecture(checkpoint or {})}
     settings.update({k: v for k, v in vars(args).items() if k in (*ARCHITECTURE, "model") and v is not None})
     input_size = settings.pop("input_size", None)
     kwargs = {k: v for k, v in settings.items() if k != "model"}
@@ -107,14 +95,16 @@ def load_model(args):
 def eval_data(args, model):
     """(dataset of unnormalised inputs in [0, 1] (static) or event-count frames, mean, std), at the
     model's time steps and the input size its checkpoint records (flags override both)."""
-    _, _, static, default_size, mean, std = DATASETS[args.dataset]
-    size = args.input_size or getattr(model, "input_size", None) or [default_size]
+    entry = DATASETS[args.dataset]
+    data = entry.data_config
+    size = args.input_size or getattr(model, "input_size", None) or data["input_size"]
     size = (size[0], size[-1])
-    if args.dataset in ("cifar10dvs", "ncaltech101"):
+    if entry.event:
         from engine.dvs import event_datasets
-        ns = SimpleNamespace(data_dir=args.data_path, T=args.T or model.T or EVENT_T, dts_cache=args.dts_cache)
+        ns = SimpleNamespace(data_dir=args.data_path, T=args.T or model.T, dts_cache=args.dts_cache)
         _, test, _ = event_datasets(args.dataset, ns, size)
         return test, None, None
+    mean, std = data["mean"], data["std"]
     crop = 1.0 if args.dataset != "imagenet" else eval_crop_pct(size)
     # normalised with mean 0, std 1: float images in [0, 1]; the model's own normalisation is InputSpace's
     transform = create_transform(size, is_training=False, crop_pct=crop, interpolation="bicubic",

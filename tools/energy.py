@@ -134,7 +134,7 @@ def main(argv=None):
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)
     wrapped = InputSpace(model, mean, std).to(args.device)
-    static = DATASETS[args.dataset][2]
+    static = not DATASETS[args.dataset].event
     rows = layer_energy(wrapped, (x for x, _ in batches(dataset, args)), static_T=model.T if static else 1)
     totals = summary(rows, model.T)  # event frames are integrated into the model's T as well
     print_table(rows, totals)

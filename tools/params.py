@@ -7,7 +7,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.params import parameter_table  # noqa: E402
+from engine.registry import DATASETS  # noqa: E402
+from models.params import count_parameters  # noqa: E402
+
+
+def parameter_table():
+    """Rows (dataset, variant, SpiLiFormer count, expected, QKFormer count, expected), counted from code."""
+    rows = []
+    for name, entry in DATASETS.items():
+        ours = count_parameters(entry.model, num_classes=entry.num_classes)
+        qk = count_parameters(entry.model, num_classes=entry.num_classes, ff_lidiff=False, fb_lidiff=False)
+        rows.append((name, entry.model, ours, entry.params[0], qk, entry.params[1]))
+    return rows
 
 
 def main():
