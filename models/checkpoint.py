@@ -145,7 +145,7 @@ def read_checkpoint(path, map_location="cpu"):
             raise CheckpointError(
                 f"{path} holds objects of type {', '.join(unsafe)}, which a checkpoint does not need and "
                 "weights_only loading refuses (it could run code); if you trust the file, load it once "
-                "with torch.load(weights_only=False) and re-save its 'model' state dict") from None
+                "passing weights_only=False to torch.load and re-save its 'model' state dict") from None
         raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0]}); the file is corrupt, truncated or not "
                               "a PyTorch checkpoint") from None
