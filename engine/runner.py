@@ -121,6 +121,7 @@ def _run(args, build_datasets, d):
     scheduler.step_update(num_updates=start_epoch * steps)
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.enabled else model
+    ddp = torch.compile(ddp) if args.compile else ddp  # after DDP, as torch recommends; eval stays eager
 
     run_dir = run_folder(args)
     config = {**plain(vars(args)), "world_size": d.world_size, "effective_batch_size": effective_batch,
