@@ -7,6 +7,7 @@ paper whatever the number of stages (the event-data model has two).
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
+from torch.utils.checkpoint import checkpoint
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
@@ -18,12 +19,24 @@ from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, SpikingMLP, stage_emb
 class Block(nn.Module):
     """x + attn(x), then x + mlp(x); no norm layers (QKFormer)."""
 
+    grad_checkpointing = False  # set by SpiLiFormer.set_grad_checkpointing
+
     def __init__(self, attn, dim, mlp_ratio, **neuron_kw):
         super().__init__()
         self.attn = attn
         self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), **neuron_kw)
 
     def forward(self, x, feedback=None):
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._from_rest, x, feedback, use_reentrant=False)
+        return self._body(x, feedback)
+
+    def _from_rest(self, x, feedback):
+        # the recomputation in backward must start from the same (resting) neurons as the forward did
+        functional.reset_net(self)
+        return self._body(x, feedback)
+
+    def _body(self, x, feedback):
         x = x + (self.attn(x) if feedback is None else self.attn(x, feedback))
         return x + self.mlp(x)
 
@@ -100,6 +113,14 @@ class SpiLiFormer(nn.Module):
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable=True):
+        """timm's convention: recompute each block in backward instead of keeping its activations.
+        (BN running statistics then see each batch twice, as in any BN network under checkpointing.)"""
+        for m in self.modules():
+            if isinstance(m, Block):
+                m.grad_checkpointing = enable
 
     @torch.jit.ignore
     def group_matcher(self, coarse=False):
