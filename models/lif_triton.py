@@ -24,8 +24,8 @@ def _lif_fwd_kernel(x_ptr, v0_ptr, s_ptr, d_ptr, v_ptr, T, N, v_th, tau, d_max,
         v = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
         v = tl.zeros([BLOCK], dtype=tl.float32)
+    i = offs  # int64; stepping by N keeps t * N from overflowing int32 on large tensors
     for t in range(T):
-        i = t * N + offs  # offs is int64: no overflow past 2^31 elements
         x = tl.load(x_ptr + i, mask=mask, other=0.0).to(tl.float32)
         h = v + (x - v) / tau               # eq 1
         d = h - v_th
@@ -34,11 +34,12 @@ def _lif_fwd_kernel(x_ptr, v0_ptr, s_ptr, d_ptr, v_ptr, T, N, v_th, tau, d_max,
         if STORE_D:  # d_max < 0 keeps a small negative d from rounding to -0 ("fired") in fp16/bf16
             tl.store(d_ptr + i, tl.where(fired, d, tl.minimum(d, d_max)).to(d_ptr.dtype.element_ty), mask=mask)
         v = tl.where(fired, 0.0, h)         # eq 3: hard reset to 0
+        i += N
     tl.store(v_ptr + offs, v, mask=mask)
 
 
 @triton.jit
-def _lif_bwd_kernel(d_ptr, gs_ptr, gv_ptr, gx_ptr, gv0_ptr, T, N, tau, alpha,
+def _lif_bwd_kernel(d_ptr, gs_ptr, gv_ptr, gx_ptr, gv0_ptr, T, N, last, tau, alpha,
                     HAS_GV: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
@@ -46,14 +47,15 @@ def _lif_bwd_kernel(d_ptr, gs_ptr, gv_ptr, gx_ptr, gv0_ptr, T, N, tau, alpha,
         gv = tl.load(gv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
         gv = tl.zeros([BLOCK], dtype=tl.float32)
+    i = offs + last  # last = (T - 1) * N, computed on the host in 64 bits
     for k in range(T):
-        i = (T - 1 - k) * N + offs
         d = tl.load(d_ptr + i, mask=mask, other=0.0).to(tl.float32)
         gs = tl.load(gs_ptr + i, mask=mask, other=0.0).to(tl.float32)
         sig = tl.sigmoid(d * alpha)
         gh = gs * (1.0 - sig) * sig * alpha + tl.where(d < 0.0, gv, 0.0)  # the spike is d >= 0
         tl.store(gx_ptr + i, (gh / tau).to(gx_ptr.dtype.element_ty), mask=mask)
         gv = gh - gh / tau
+        i -= N
     tl.store(gv0_ptr + offs, gv, mask=mask)
 
 
@@ -84,6 +86,6 @@ def lif_backward_triton(d_seq, grad_spikes, grad_v, dtype):
     grad_v0 = torch.empty(d_seq.shape[1:], dtype=torch.float32, device=d_seq.device)
     gv = grad_v.float().contiguous() if grad_v is not None else grad_v0
     if N:
-        _lif_bwd_kernel[_grid(N)](d_seq, grad_spikes, gv, grad_x, grad_v0, T, N, TAU, ALPHA,
+        _lif_bwd_kernel[_grid(N)](d_seq, grad_spikes, gv, grad_x, grad_v0, T, N, (T - 1) * N, TAU, ALPHA,
                                   HAS_GV=grad_v is not None, BLOCK=BLOCK)
     return grad_x, grad_v0
