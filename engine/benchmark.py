@@ -33,10 +33,10 @@ class Config:
     threads: int = None  # CPU: torch threads (1 gives the steadiest CPU-time figures)
 
 
-def compare_configs(base, amp=None, compile="default"):
+def compare_configs(base, amp=None, compile="none"):
     """The three of --compare: the straight port of the official code (spikingjelly's LIF, fp32, eager),
-    QKFormer's cost the same way (both ablations off), and the default configuration at its fastest
-    (backend auto, `amp` = bf16 on CUDA unless given, torch.compile `compile`)."""
+    QKFormer's cost the same way (both ablations off), and the default configuration (backend auto,
+    `amp` = bf16 on CUDA unless given; torch.compile mode `compile`, off by default as in train.py)."""
     straight = replace(base, backend="spikingjelly", amp="none", compile="none")
     fast = replace(base, backend="auto", amp=amp or ("bf16" if base.device == "cuda" else "none"), compile=compile)
     return {"straight": straight, "qkformer": replace(straight, ff_lidiff=False, fb_lidiff=False), "fast": fast}

@@ -64,7 +64,7 @@ class SpiLiFormer(nn.Module):
         T: time steps a static image is repeated over (event input brings its own T).
         ff_lidiff / fb_lidiff: the two ablation switches of Table 3; both off is QKFormer.
         feedback_scale: s in A = O (m1 - m2) s (the official CIFAR-100 model used 2.0).
-        neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row). backend: 'auto' | 'cupy' | 'torch'.
+        neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row). backend: the LIF kernel (models.neurons).
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
     """

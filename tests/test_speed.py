@@ -51,11 +51,12 @@ def test_compiled_lif_matches_eager_without_recompiling_per_shape():
 def test_benchmark_compare_writes_one_json_object_keyed_by_configuration(tmp_path):
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, "tools/benchmark.py", "--embed-dim", "64", "-b", "1", "-T", "1",
-                    "--device", "cpu", "--compare", "--compile", "none", "--warmup", "0", "--repeats", "1",
+                    "--device", "cpu", "--compare", "--warmup", "0", "--repeats", "1",
                     "--json", str(out)], cwd=ROOT, check=True, capture_output=True, text=True)
     results = json.loads(out.read_text())
     assert set(results) == {"straight", "qkformer", "fast"}
     assert results["straight"]["config"]["backend"] == "spikingjelly"
+    assert results["fast"]["config"]["backend"] == "auto" and results["fast"]["config"]["compile"] == "none"
     assert not results["qkformer"]["config"]["ff_lidiff"] and not results["qkformer"]["config"]["fb_lidiff"]
     for r in results.values():
         assert r["train_img_s"] > 0 and r["eval_img_s"] > 0 and r["peak_mem_mb"] > 0

@@ -4,7 +4,8 @@ repeats after warm-up. With --compare the three configurations run side by side,
 
     straight  the official code's way: spikingjelly's LIF, float32, eager
     qkformer  the same with both ablations off (QKFormer's cost)
-    fast      the default configuration at its fastest: backend auto, bf16 AMP on CUDA, torch.compile
+    fast      the default configuration: backend auto, bf16 AMP on CUDA (--amp to change), eager
+              (--compile adds torch.compile to fast only)
 
     python tools/benchmark.py --model spiliformer_4_384 --embed-dim 128 -b 16 -T 4 --device cpu --compare --json out.json
     python tools/benchmark.py --model spiliformer_4_384 -b 64 --device cuda --compare --amp bf16
@@ -36,7 +37,7 @@ def parse(argv=None):
     p.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
                    help="autocast dtype (default: none; with --compare, fast uses bf16 on CUDA)")
     p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=None,
-                   help="torch.compile mode (default: none; with --compare, fast compiles)")
+                   help="torch.compile mode (default: none; with --compare it applies to fast only)")
     p.add_argument("--no-fb-lidiff", dest="fb_lidiff", action="store_false")
     p.add_argument("--no-ff-lidiff", dest="ff_lidiff", action="store_false")
     p.add_argument("--compare", action="store_true", help="straight port vs QKFormer vs our fastest")
@@ -56,7 +57,7 @@ def main(argv=None):
                      if f.name not in ("T", "amp", "compile", "threads")},
                   T=args.T, amp=args.amp or "none", compile=args.compile or "none", threads=threads)
     if args.compare:
-        configs = compare_configs(base, amp=args.amp, compile=args.compile or "default")
+        configs = compare_configs(base, amp=args.amp, compile=args.compile or "none")
     else:
         configs = {"run": base}
     results = measure_all(configs, args.warmup, args.repeats, args.timer)

@@ -6,7 +6,8 @@
 # 1. backend, devices and versions (python -m models.neurons)
 # 2. the GPU tests: Triton and CuPy LIF kernels on CUDA in fp32/fp16/bf16, the model on CUDA
 # 3. tools/benchmark.py --compare for SpiLiFormer-4-384 (batch 64) and -10-768 (batch 32) under
-#    bf16 and fp16 AMP (targets: fast >= 1.35x the straight port, >= 1.0x QKFormer's straight port)
+#    bf16 and fp16 AMP (targets: fast >= 1.35x the straight port, >= 1.0x QKFormer's straight port),
+#    and 4-384 bf16 once more with --compile
 # 4. the LIF kernels' effective GB/s against the HBM peak (target: >= 70 %)
 # 5. a 1-GPU torchrun smoke run of cifar10/train.py on generated data, with --compile
 set -uo pipefail
@@ -30,6 +31,8 @@ for amp in bf16 fp16; do
     step "compare_10_768_$amp" python tools/benchmark.py --model spiliformer_10_768 -b 32 -T 4 --device cuda \
         --compare --amp "$amp" --json "$OUT/compare_10_768_$amp.json"
 done
+step compare_4_384_bf16_compile python tools/benchmark.py --model spiliformer_4_384 -b 64 -T 4 --device cuda \
+    --compare --amp bf16 --compile --json "$OUT/compare_4_384_bf16_compile.json"
 step bandwidth python tools/lif_bandwidth.py
 DATA=$(mktemp -d)
 python -c "import sys; sys.path.insert(0, 'tests'); from datagen import write_cifar; write_cifar('$DATA', train_per_batch=256, test=128)"
@@ -42,7 +45,7 @@ out = pathlib.Path(sys.argv[1])
 device = f"{torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}"
 parts = [f"\n## GPU check: {device}, {datetime.date.today()}\n", "Written by `bash tools/gpu_check.sh`.\n"]
 for name in ["env", "compare_4_384_bf16", "compare_10_768_bf16", "compare_4_384_fp16", "compare_10_768_fp16",
-             "bandwidth", "tests"]:
+             "compare_4_384_bf16_compile", "bandwidth", "tests"]:
     text = (out / f"{name}.txt").read_text() if (out / f"{name}.txt").exists() else "(missing)"
     lines = [l for l in text.splitlines() if not l.startswith(("W1", "V1", "I1"))]
     parts.append(f"### {name}\n\n```\n" + "\n".join(lines[-25:]) + "\n```\n")
