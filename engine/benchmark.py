@@ -1,16 +1,20 @@
-"""Throughput and peak memory of a training step and an eval step, one configuration per process."""
+"""Throughput and peak memory of a training step and an eval step.
+
+Each configuration lives in its own process (so its peak memory is its own) and the timed repeats
+are interleaved across the processes, one step each in turn, so a load change on a shared machine
+hits every configuration alike and their ratios stay meaningful.
+"""
+import ctypes
+import gc
 import multiprocessing as mp
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 
-import timm
 import torch
 
-import models
-
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -26,12 +30,15 @@ class Config:
     compile: str = "none"
     ff_lidiff: bool = True
     fb_lidiff: bool = True
+    threads: int = None  # CPU: torch threads (1 gives the steadiest CPU-time figures)
 
 
-def compare_configs(base):
-    """The three of the --compare mode: the official code's way, QKFormer's cost, our fastest."""
-    straight = replace(base, backend="torch", amp="none", compile="none")
-    fast = replace(base, backend="auto", amp="bf16" if base.device == "cuda" else "none")
+def compare_configs(base, amp=None, compile="none"):
+    """The three of --compare: the straight port of the official code (spikingjelly's LIF, fp32, eager),
+    QKFormer's cost the same way (both ablations off), and the default configuration (backend auto,
+    `amp` = bf16 on CUDA unless given; torch.compile mode `compile`, off by default as in train.py)."""
+    straight = replace(base, backend="spikingjelly", amp="none", compile="none")
+    fast = replace(base, backend="auto", amp=amp or ("bf16" if base.device == "cuda" else "none"), compile=compile)
     return {"straight": straight, "qkformer": replace(straight, ff_lidiff=False, fb_lidiff=False), "fast": fast}
 
 
@@ -42,23 +49,36 @@ def _inputs(model, cfg, device):
     return torch.rand(cfg.batch_size, 3, size, size, device=device)
 
 
-def _time(fn, device, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    # CPU: hand freed heap (warm-up, compilation) back to the OS so that the peak resident set of the
+    # timed steps is what they hold, not what the allocator kept; then reset the peak (Linux: VmHWM)
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
-def _measure(cfg, warmup, repeats):
+def _peak_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024  # kB
+
+
+def _serve(cfg, timer, conn):
+    """Worker process: build the model once, then answer ("train"|"eval"|"peak"|"reset_peak", n)."""
+    import timm
+
+    import models
     device = torch.device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(0)
     kwargs = {k: v for k, v in dict(embed_dim=cfg.embed_dim, T=cfg.T).items() if v is not None}
     model = timm.create_model(cfg.model, backend=cfg.backend, ff_lidiff=cfg.ff_lidiff, fb_lidiff=cfg.fb_lidiff,
@@ -72,11 +92,9 @@ def _measure(cfg, warmup, repeats):
     dtype = AMP_DTYPES[cfg.amp]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
     def train_step():
-        with autocast():
+        model.train()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = criterion(run(x), y)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -85,23 +103,127 @@ def _measure(cfg, warmup, repeats):
 
     @torch.no_grad()
     def eval_step():
-        with autocast():
+        model.eval()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             run(x)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    model.train()
-    train_s = _time(train_step, device, warmup, repeats)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
-    model.eval()
-    eval_s = _time(eval_step, device, warmup, repeats)
-    if peak is None:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"train_img_s": cfg.batch_size / train_s, "eval_img_s": cfg.batch_size / eval_s,
-            "peak_mem_mb": peak, "config": asdict(cfg)}
+    clock = time.process_time if timer == "cpu" else time.perf_counter
+    steps = {"train": train_step, "eval": eval_step}
+    while True:
+        command, n = conn.recv()
+        if command == "stop":
+            return
+        if command == "peak":
+            conn.send(_peak_mb(device))
+            continue
+        if command == "reset_peak":
+            _reset_peak(device)
+            conn.send(None)
+            continue
+        times = []
+        for _ in range(n):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = clock()
+            steps[command]()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(clock() - start)
+        conn.send(times)
 
 
-def measure(cfg, warmup=2, repeats=5):
-    """Run one configuration in a fresh process, so that its peak memory is its own."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure, (cfg, warmup, repeats))
+def measure_all(configs, warmup=2, repeats=5, timer=None):
+    """{name: {train_img_s, eval_img_s, peak_mem_mb, config}} for a dict of Configs, repeats interleaved.
+
+    timer: 'cpu' (process CPU time; the default on CPU, steady on a shared machine when threads=1)
+    or 'wall' (the default on CUDA). Peak memory is that of the timed training steps (CUDA: max
+    allocated; CPU: peak resident set size, reset after warm-up).
+    """
+    ctx = mp.get_context("spawn")
+    workers = {}
+    try:
+        for name, cfg in configs.items():
+            parent, child = ctx.Pipe()
+            clock = timer or ("wall" if cfg.device == "cuda" else "cpu")
+            proc = ctx.Process(target=_serve, args=(cfg, clock, child), daemon=True)
+            proc.start()
+            workers[name] = (proc, parent)
+
+        def ask(name, command, n=0):
+            proc, conn = workers[name]
+            try:
+                conn.send((command, n))
+                while not conn.poll(5):
+                    if not proc.is_alive():
+                        raise EOFError
+                return conn.recv()
+            except (EOFError, OSError):
+                raise RuntimeError(f"benchmark configuration {name!r} failed (its traceback is above)") from None
+
+        times = {name: {"train": [], "eval": []} for name in configs}
+        for name in configs:  # warm-up (and compilation) for both modes before anything is timed
+            ask(name, "train", warmup)
+            ask(name, "eval", warmup)
+            ask(name, "reset_peak")
+        for _ in range(repeats):
+            for name in configs:
+                times[name]["train"] += ask(name, "train", 1)
+        peaks = {name: ask(name, "peak") for name in configs}
+        for _ in range(repeats):
+            for name in configs:
+                times[name]["eval"] += ask(name, "eval", 1)
+        for _, conn in workers.values():
+            conn.send(("stop", 0))
+    finally:
+        for proc, _ in workers.values():
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+    return {name: {"train_img_s": cfg.batch_size / statistics.median(times[name]["train"]),
+                   "eval_img_s": cfg.batch_size / statistics.median(times[name]["eval"]),
+                   "peak_mem_mb": peaks[name], "config": asdict(cfg)}
+            for name, cfg in configs.items()}
+
+
+def measure(cfg, warmup=2, repeats=5, timer=None):
+    """One configuration in a fresh process."""
+    return measure_all({"run": cfg}, warmup, repeats, timer)["run"]
+
+
+# HBM peak bandwidth (GB/s) from the vendors' data sheets, by device-name fragment (most specific first)
+HBM_PEAK_GBS = {"H200": 4800, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,
+                "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864, "V100": 900, "RTX 4090": 1008}
+
+
+def hbm_peak_gbs(name):
+    return next((gbs for key, gbs in HBM_PEAK_GBS.items() if key in name), None)
+
+
+def lif_bandwidth(shape, dtype, backends=("triton", "torch"), d_dtype=None):
+    """Effective GB/s of each LIF kernel's forward and backward on CUDA, and of a device copy.
+
+    Bytes counted are the minimum each pass must move: forward reads x and writes spikes, d and
+    the last v; backward reads d and the spike gradient and writes the input gradient and v's.
+    """
+    from triton.testing import do_bench
+
+    from models import neurons
+    x = torch.randn(shape, device="cuda", dtype=dtype) + 1
+    d_dtype = d_dtype or dtype
+    T, n = shape[0], x[0].numel()
+    xb, db = x.element_size(), torch.empty(0, dtype=d_dtype).element_size()
+    fwd_bytes = T * n * (2 * xb + db) + 4 * n
+    bwd_bytes = T * n * (2 * xb + db) + 4 * n
+    rows = []
+    for backend in backends:
+        fwd, bwd = neurons._kernels(backend)
+        d_seq = torch.empty(shape, device="cuda", dtype=d_dtype)
+        ms_f = do_bench(lambda: fwd(x, None, 1.0, d_seq))
+        grad = torch.randn_like(x)
+        ms_b = do_bench(lambda: bwd(d_seq, grad, None, dtype))
+        rows.append((backend, fwd_bytes / ms_f / 1e6, bwd_bytes / ms_b / 1e6))
+    src = torch.empty(T * n * xb // 4, device="cuda", dtype=torch.float32)
+    dst = torch.empty_like(src)
+    ms_c = do_bench(lambda: dst.copy_(src))
+    copy_gbs = 2 * src.numel() * 4 / ms_c / 1e6
+    return rows, copy_gbs

@@ -141,6 +141,8 @@ def build_parser(description):
     g.add_argument("--amp-dtype", "--amp_dtype", dest="amp_dtype", choices=("bf16", "fp16"), default="fp16",
                    help="fp16 (with a GradScaler, as the official runs) or bf16")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training model (the first steps compile: seconds on CUDA, minutes on CPU)")
     g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=50)
     g.add_argument("--dist-eval", "--dist_eval", dest="dist_eval", action=argparse.BooleanOptionalAction,
                    default=True, help="shard evaluation over processes")

@@ -161,6 +161,7 @@ def _run(args, entry, d):
     scheduler.step_update(num_updates=start_epoch * steps)
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.enabled else model
+    ddp = torch.compile(ddp) if args.compile else ddp  # after DDP, as torch recommends; eval stays eager
 
     # the resolved configuration, with what the flags left to the data, the model and the processes
     config = plain({**args.as_dict(), "T": model.T, "num_classes": num_classes, "lr": lr,

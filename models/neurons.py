@@ -2,10 +2,19 @@
 
 Every neuron here is multi-step: it takes a [T, B, ...] tensor and integrates over the
 leading axis only, so membrane state never crosses samples.
+
+The LIF is the project's own (spikingjelly 0.0.0.0.14's multi-step `LIFNode` is the numerical
+reference and stays selectable as backend 'spikingjelly'):
+
+    h[t] = v[t-1] + (x[t] - v[t-1]) / tau      eq 1 (tau 2, decay_input)
+    s[t] = H(h[t] - v_th)                       eq 2 (sigmoid surrogate, alpha 4)
+    v[t] = h[t] (1 - s[t])                      eq 3 (hard reset to 0, s detached)
+
+`python -m models.neurons` prints the backend `auto` picks here, the devices and the versions.
 """
 import contextlib
 import functools
-
+import os
 import warnings
 
 import torch
@@ -16,9 +25,16 @@ import torch.nn.functional as F
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
 from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
 
-BACKENDS = ("auto", "cupy", "torch")
+BACKENDS = ("auto", "torch", "triton", "cupy", "spikingjelly")
 NEURONS = ("lif", "ilif")
-CUPY_PIP = "cupy-cuda12x"  # the CUDA 12 wheel; cupy-cuda11x for CUDA 11
+TAU = 2.0    # eq 1
+ALPHA = 4.0  # sigmoid surrogate of eq 2's Heaviside
+
+
+def cupy_pip_name():
+    """The CuPy wheel for the installed torch's CUDA major (torch 2.14 ships CUDA 13: cupy-cuda13x)."""
+    cuda = torch.version.cuda
+    return f"cupy-cuda{cuda.split('.')[0]}x" if cuda else "cupy-cuda12x"
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,56 +47,193 @@ def cupy_import_error():
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def triton_import_error():
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:
+        return exc
+    return None
+
+
+def triton_interpreted():
+    """TRITON_INTERPRET=1 runs Triton kernels on CPU tensors (slowly): how the kernels are tested without a GPU."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def check_backend(backend):
-    """Validate a backend name; asking for cupy without a working CuPy is an error here, at build time."""
+    """Validate a backend name; asking for a kernel whose library is missing is an error here, at build time."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "cupy":
+    if backend == "cupy" and cupy_import_error() is not None:
         err = cupy_import_error()
-        if err is not None:
-            raise RuntimeError(
-                f"backend='cupy' needs CuPy, which failed to import: {type(err).__name__}: {err}\n"
-                f"Install it with `pip install {CUPY_PIP}` (match your CUDA version), "
-                "or use backend='auto' or 'torch'.") from err
+        raise RuntimeError(
+            f"backend='cupy' needs CuPy, which failed to import: {type(err).__name__}: {err}\n"
+            f"Install it with `pip install {cupy_pip_name()}` (the wheel for torch's CUDA {torch.version.cuda}), "
+            "or use backend='auto' or 'triton'.") from err
+    if backend == "triton" and triton_import_error() is not None:
+        err = triton_import_error()
+        raise RuntimeError(f"backend='triton' needs Triton, which failed to import: {type(err).__name__}: {err}\n"
+                           "Install it with `pip install triton`, or use backend='auto' or 'torch'.") from err
     return backend
 
 
-class LIF(neuron.LIFNode):
-    """LIF of eqs 1-3: tau 2, hard reset to 0, detached reset, sigmoid surrogate (alpha 4).
+def pick_backend(backend, x):
+    """The kernel that runs `x` for the requested backend; 'auto' = the fastest correct one for the tensor."""
+    if backend == "auto":
+        # under torch.compile the torch loop is what inductor fuses (C++ on CPU, its own Triton on CUDA)
+        if x.is_cuda and not torch.compiler.is_compiling() and triton_import_error() is None:
+            return "triton"
+        return "torch"
+    if backend == "triton" and not (x.is_cuda or triton_interpreted()):
+        raise RuntimeError(f"backend='triton' runs on CUDA tensors, got {x.device} (TRITON_INTERPRET=1 "
+                           "runs it on CPU for testing); use backend='auto'")
+    if backend == "cupy" and not (x.is_cuda and x.dtype in (torch.float32, torch.float16)):
+        raise RuntimeError(f"backend='cupy' runs on CUDA float32/float16 tensors only, got {x.dtype} on "
+                           f"{x.device}; use backend='auto'")
+    return backend
 
-    `backend='auto'` picks spikingjelly's CuPy kernel for CUDA float32/float16 input when CuPy
-    imports, the torch loop otherwise; the choice is made per call, so one model runs on either device.
+
+# ---------------------------------------------------------------- the lean torch path
+# spikingjelly's torch path saves two fp32 tensors per element and step (h - v_th and the reset
+# factor) and indexes x_seq[t] under autograd, so its backward builds T full-size zero tensors per
+# neuron. Here one autograd node covers all T steps and saves d = h - v_th only: the spike is
+# d >= 0 and the surrogate is a function of d. (Not torch.signbit: gcc 12 crashes compiling
+# inductor's vectorised signbit.)
+
+def lif_forward_torch(x_seq, v, v_threshold, d_seq=None):
+    """Eqs 1-3 over T with fp32 state; `d_seq` (when given) receives h - v_th. Returns spikes, last v."""
+    spikes = torch.empty_like(x_seq)
+    v = torch.zeros_like(x_seq[0], dtype=torch.float32) if v is None else v.float()
+    for t in range(x_seq.shape[0]):
+        h = v + (x_seq[t].float() - v) / TAU  # eq 1, spikingjelly's order of operations
+        d = h - v_threshold
+        fired = d >= 0                        # eq 2 (Heaviside(0) = 1)
+        spikes[t] = fired
+        if d_seq is not None:
+            if d_seq.dtype != torch.float32:  # rounding must not turn a small negative d into -0: "fired"
+                d = torch.where(fired, d, d.clamp(max=-torch.finfo(d_seq.dtype).tiny))
+            d_seq[t] = d
+        v = torch.where(fired, 0.0, h)        # eq 3: hard reset to 0
+    return spikes, v
+
+
+def lif_backward_torch(d_seq, grad_spikes, grad_v, dtype):
+    """Surrogate BPTT from d = h - v_th alone. Returns grad of x_seq (in `dtype`) and of the initial v."""
+    grad_x = torch.empty(d_seq.shape, dtype=dtype, device=d_seq.device)
+    grad_v = None if grad_v is None else grad_v.float()
+    for t in reversed(range(d_seq.shape[0])):
+        d = d_seq[t].float()
+        sig = torch.sigmoid(d * ALPHA)
+        grad_h = grad_spikes[t].float() * (1.0 - sig) * sig * ALPHA  # spikingjelly's sigmoid_backward
+        if grad_v is not None:
+            grad_h = grad_h + torch.where(d < 0, grad_v, 0.0)  # dv/dh = 1 - s, reset detached
+        grad_x[t] = grad_h / TAU
+        grad_v = grad_h - grad_h / TAU  # dh/dv = 1 - 1/tau, as autograd computes it for eq 1
+    return grad_x, grad_v
+
+
+class LIFFunction(torch.autograd.Function):
+    """Multi-step LIF as one autograd node; `kernels` = (forward, backward), the torch or Triton pair."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v_init, v_threshold, d_dtype, kernels):
+        d_seq = torch.empty(x_seq.shape, dtype=d_dtype, device=x_seq.device)
+        spikes, v = kernels[0](x_seq, v_init, v_threshold, d_seq)
+        ctx.save_for_backward(d_seq)
+        ctx.backward_kernel = kernels[1]
+        ctx.x_dtype = x_seq.dtype
+        ctx.set_materialize_grads(False)
+        return spikes, v
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v):
+        (d_seq,) = ctx.saved_tensors
+        if grad_spikes is None:
+            grad_spikes = torch.zeros(d_seq.shape, dtype=ctx.x_dtype, device=d_seq.device)
+        grad_x, grad_v_init = ctx.backward_kernel(d_seq, grad_spikes, grad_v, ctx.x_dtype)
+        return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None
+
+
+def _kernels(backend):
+    if backend == "triton":
+        from . import lif_triton
+        return lif_triton.lif_forward_triton, lif_triton.lif_backward_triton
+    return lif_forward_torch, lif_backward_torch
+
+
+def lif_multistep(x_seq, v_threshold=1.0, v_init=None, backend="torch", d_dtype=None):
+    """Spikes [T, ...] (x's dtype) and the last membrane potential (fp32) of eqs 1-3, from rest or `v_init`.
+
+    backend: 'torch' or 'triton'. d_dtype: storage of h - v_th for backward; default the input's
+    dtype (fp32 for fp32 input, so gradients match spikingjelly's; half the bytes under AMP).
+    """
+    forward, backward = _kernels(backend)
+    needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v_init is not None and v_init.requires_grad))
+    if not needs_grad:  # inference: nothing to save
+        return forward(x_seq, v_init, v_threshold, None)
+    return LIFFunction.apply(x_seq, v_init, v_threshold, d_dtype or x_seq.dtype, (forward, backward))
+
+
+class LIF(neuron.LIFNode):
+    """LIF of eqs 1-3: tau 2, hard reset to 0, detached reset, sigmoid surrogate (alpha 4), multi-step.
+
+    backend: 'auto' (Triton on CUDA, the lean torch path on CPU), 'torch', 'triton', 'cupy'
+    (spikingjelly's CuPy kernel, made to run on NumPy 2) or 'spikingjelly' (the library's own
+    torch path, the reference). Change it after construction with
+    `spikingjelly.activation_based.functional.set_backend(model, name)`.
     """
 
     def __init__(self, v_threshold=1.0, backend="auto"):
-        super().__init__(tau=2.0, decay_input=True, v_threshold=v_threshold, v_reset=0.0,
-                         surrogate_function=surrogate.Sigmoid(alpha=4.0), detach_reset=True,
+        super().__init__(tau=TAU, decay_input=True, v_threshold=v_threshold, v_reset=0.0,
+                         surrogate_function=surrogate.Sigmoid(alpha=ALPHA), detach_reset=True,
                          step_mode="m", backend="torch")
-        self.requested_backend = check_backend(backend)
+        self.backend = backend
+
+    @property
+    def supported_backends(self):
+        return BACKENDS
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @backend.setter
+    def backend(self, value):
+        self._backend = check_backend(value)
+
+    def reset(self):
+        # spikingjelly deep-copies its reset values; a plain write also keeps torch.compile from
+        # guarding on the type of the state the previous forward left (a recompile per call)
+        self._memories["v"] = 0.0
 
     def multi_step_forward(self, x_seq):
-        self.backend = self._pick_backend(x_seq)
-        if not self.training and torch.is_grad_enabled() and x_seq.requires_grad:
-            # spikingjelly's eval kernels have no backward; attacks and saliency maps need the
-            # surrogate gradient of an eval-mode model (BN on running statistics)
-            self.v_float_to_tensor(x_seq[0])
-            return torch.stack([neuron.BaseNode.single_step_forward(self, x) for x in x_seq])
-        return super().multi_step_forward(x_seq)
+        backend = pick_backend(self.backend, x_seq)
+        if backend == "spikingjelly":
+            return self._spikingjelly_forward(x_seq)
+        if backend == "cupy":
+            from .lif_cupy import lif_cupy
+            spikes, self.v = lif_cupy(self, x_seq)
+            return spikes
+        v_init = self.v
+        if isinstance(v_init, float):
+            v_init = None if v_init == 0.0 else torch.full_like(x_seq[0], v_init, dtype=torch.float32)
+        spikes, self.v = lif_multistep(x_seq, self.v_threshold, v_init, backend)
+        return spikes
 
-    def _pick_backend(self, x_seq):
-        if self.requested_backend == "torch":
-            return "torch"
-        cupy_ok = (x_seq.is_cuda and x_seq.dtype in (torch.float32, torch.float16)
-                   and cupy_import_error() is None)
-        if self.requested_backend == "cupy":
-            if not cupy_ok:
-                raise RuntimeError(f"backend='cupy' runs on CUDA float32/float16 tensors only, got "
-                                   f"{x_seq.dtype} on {x_seq.device}; use backend='auto'")
-            return "cupy"
-        return "cupy" if cupy_ok else "torch"
+    def _spikingjelly_forward(self, x_seq):
+        self.v_float_to_tensor(x_seq[0])
+        if self.training:
+            return neuron.BaseNode.multi_step_forward(self, x_seq)
+        if torch.is_grad_enabled() and x_seq.requires_grad:
+            # the library's eval kernels have no backward; attacks need eval-mode surrogate gradients
+            return torch.stack([neuron.BaseNode.single_step_forward(self, x) for x in x_seq])
+        spikes, self.v = self.jit_eval_multi_step_forward_hard_reset_decay_input(
+            x_seq, self.v, self.v_threshold, self.v_reset, self.tau)
+        return spikes
 
     def extra_repr(self):
-        return f"v_threshold={self.v_threshold}, backend={self.requested_backend}"
+        return f"v_threshold={self.v_threshold}, backend={self.backend}"
 
 
 class _RoundClampSTE(torch.autograd.Function):
@@ -176,3 +329,26 @@ def spike_expanded_inference(model):
     finally:
         for h in handles:
             h.remove()
+
+
+def describe():
+    """Backend, devices and versions, as `python -m models.neurons` prints them."""
+    import numpy
+    import spikingjelly
+    lines = [f"torch {torch.__version__} (CUDA {torch.version.cuda}), numpy {numpy.__version__}, "
+             f"spikingjelly {getattr(spikingjelly, '__version__', '0.0.0.0.14')}"]
+    err = triton_import_error()
+    lines.append("triton " + (__import__("triton").__version__ if err is None else f"missing ({err})")
+                 + (" [TRITON_INTERPRET=1: kernels run on CPU]" if triton_interpreted() else ""))
+    err = cupy_import_error()
+    lines.append("cupy " + (__import__("cupy").__version__ if err is None else
+                            f"missing: `pip install {cupy_pip_name()}` for backend='cupy'"))
+    devices = ["cpu"] + [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    for dev in devices:
+        x = torch.zeros(1, device=dev.split()[0])
+        lines.append(f"{dev}: backend='auto' runs {pick_backend('auto', x)!r}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(describe())

@@ -7,6 +7,7 @@ paper whatever the number of stages (the event-data model has two).
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
+from torch.utils.checkpoint import checkpoint
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
@@ -19,6 +20,8 @@ class Block(nn.Module):
     """x + attn(x), then x + mlp(x); no norm layers (QKFormer). Stochastic depth (Sec. 4.1) drops
     each residual branch per sample with probability `drop_path`."""
 
+    grad_checkpointing = False  # set by SpiLiFormer.set_grad_checkpointing
+
     def __init__(self, attn, dim, mlp_ratio, drop_path=0.0, **neuron_kw):
         super().__init__()
         self.attn = attn
@@ -26,6 +29,17 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, feedback=None):
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            # checkpoint restores the RNG state, so the recomputation draws the same drop-path masks
+            return checkpoint(self._from_rest, x, feedback, use_reentrant=False)
+        return self._body(x, feedback)
+
+    def _from_rest(self, x, feedback):
+        # the recomputation in backward must start from the same (resting) neurons as the forward did
+        functional.reset_net(self)
+        return self._body(x, feedback)
+
+    def _body(self, x, feedback):
         x = x + self.drop_path(self.attn(x) if feedback is None else self.attn(x, feedback))
         return x + self.drop_path(self.mlp(x))
 
@@ -57,7 +71,7 @@ class SpiLiFormer(nn.Module):
             decoder); same parameters, so a checkpoint loads with either wiring.
         drop_path_rate: stochastic depth of the last block; rates rise linearly from 0 over all
             blocks (timm's torch.linspace(0, rate, depth)).
-        neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row). backend: 'auto' | 'cupy' | 'torch'.
+        neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row). backend: the LIF kernel (models.neurons).
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
     """
@@ -109,6 +123,14 @@ class SpiLiFormer(nn.Module):
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable=True):
+        """timm's convention: recompute each block in backward instead of keeping its activations.
+        (BN running statistics then see each batch twice, as in any BN network under checkpointing.)"""
+        for m in self.modules():
+            if isinstance(m, Block):
+                m.grad_checkpointing = enable
 
     @torch.jit.ignore
     def group_matcher(self, coarse=False):
