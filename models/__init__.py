@@ -3,7 +3,7 @@
     model = timm.create_model("spiliformer_4_384", num_classes=100)
 """
 from .checkpoint import checkpoint_filter_fn, load_checkpoint, official_key, read_checkpoint
-from .errors import CheckpointError, CheckpointMismatchError, ConfigError, UserError, user_message
+from .errors import BackendError, CheckpointError, CheckpointMismatchError, ConfigError, UserError, user_message
 from .loss import SpiLiFormerLoss, linear_alpha
 from .neurons import ILIF, LIF, expand_spikes, make_neuron, spike_expanded_inference
 from .spiliformer import SpiLiFormer, spiliformer_2_256, spiliformer_4_384, spiliformer_10_768

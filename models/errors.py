@@ -10,6 +10,10 @@ class ConfigError(UserError, ValueError):
     """A flag, recipe or model setting that cannot work."""
 
 
+class BackendError(ConfigError, RuntimeError):
+    """A LIF kernel that cannot run here (its library is missing, or the tensor's device is wrong)."""
+
+
 class CheckpointError(UserError):
     """A checkpoint that cannot be read or used."""
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import BackendError
+
 # spikingjelly 0.0.0.0.14 scripts its eval kernels with torch.jit, which torch 2.x warns about at import
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
 from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
@@ -67,13 +69,13 @@ def check_backend(backend):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "cupy" and cupy_import_error() is not None:
         err = cupy_import_error()
-        raise RuntimeError(
+        raise BackendError(
             f"backend='cupy' needs CuPy, which failed to import: {type(err).__name__}: {err}\n"
             f"Install it with `pip install {cupy_pip_name()}` (the wheel for torch's CUDA {torch.version.cuda}), "
             "or use backend='auto' or 'triton'.") from err
     if backend == "triton" and triton_import_error() is not None:
         err = triton_import_error()
-        raise RuntimeError(f"backend='triton' needs Triton, which failed to import: {type(err).__name__}: {err}\n"
+        raise BackendError(f"backend='triton' needs Triton, which failed to import: {type(err).__name__}: {err}\n"
                            "Install it with `pip install triton`, or use backend='auto' or 'torch'.") from err
     return backend
 
@@ -86,10 +88,10 @@ def pick_backend(backend, x):
             return "triton"
         return "torch"
     if backend == "triton" and not (x.is_cuda or triton_interpreted()):
-        raise RuntimeError(f"backend='triton' runs on CUDA tensors, got {x.device} (TRITON_INTERPRET=1 "
+        raise BackendError(f"backend='triton' runs on CUDA tensors, got {x.device} (TRITON_INTERPRET=1 "
                            "runs it on CPU for testing); use backend='auto'")
     if backend == "cupy" and not (x.is_cuda and x.dtype in (torch.float32, torch.float16)):
-        raise RuntimeError(f"backend='cupy' runs on CUDA float32/float16 tensors only, got {x.dtype} on "
+        raise BackendError(f"backend='cupy' runs on CUDA float32/float16 tensors only, got {x.dtype} on "
                            f"{x.device}; use backend='auto'")
     return backend
 
