@@ -52,6 +52,9 @@ def build_parser(description):
                    help="feedback decoder m reads decoder m-1 (ablation; eq 15: each reads A)")
     g.add_argument("--drop-path", "--drop_path", dest="drop_path", type=float, default=0.0,
                    help="stochastic depth rate of the last block (linear from 0 over the blocks)")
+    g.add_argument("--model-kwargs", "--model_kwargs", dest="model_kwargs", nargs="*", default=[], metavar="K=V",
+                   help="further model constructor arguments, values read as YAML (e.g. mlp_ratio=2 "
+                        "feedback_scale=2.0); a yml recipe may give a mapping")
     g.add_argument("--neuron", choices=NEURONS, default="lif")
     g.add_argument("--backend", choices=BACKENDS, default="auto", help="LIF kernel")
     g.add_argument("--legacy", action="store_true", help="official numerics, for released weights")
@@ -227,6 +230,10 @@ def parse_args(parser, argv=None, defaults=None, frozen=True):
         args.img_size = [args.img_size]
     if args.img_size is not None and len(args.img_size) not in (1, 2):
         parser.error("--img-size takes one value (square) or two (H W)")
+    try:
+        args.model_kwargs = parse_model_kwargs(args.model_kwargs)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.aa is not None and str(args.aa).strip().lower() in ("", "none", "null", "off"):
         args.aa = None  # timm asserts on 'none'
     for name in POSITIVE + NON_NEGATIVE:
@@ -267,9 +274,22 @@ def read_recipe(parser, path):
     return recipe
 
 
+def parse_model_kwargs(items):
+    """['mlp_ratio=2', 'legacy=true'] (or a mapping from a yml) -> {'mlp_ratio': 2, 'legacy': True}."""
+    if isinstance(items, dict):
+        return dict(items)
+    kwargs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-kwargs takes NAME=VALUE items, got {item!r}")
+        kwargs[key] = yaml.safe_load(value) if value else None
+    return kwargs
+
+
 def value_problem(action, value):
     """Why a yml value could not have come from the flag's command line, or None."""
-    if value is None:
+    if value is None or (action.dest == "model_kwargs" and isinstance(value, dict)):
         return None
     if action.nargs == 0:  # on/off flags
         return None if isinstance(value, bool) else "is not true or false"

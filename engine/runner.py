@@ -60,10 +60,11 @@ def create_model(args, num_classes):
                   drop_path_rate=args.drop_path, neuron=args.neuron, backend=args.backend, legacy=args.legacy)
     kwargs.update({k: getattr(args, k) for k in ("T", "embed_dim", "depths", "num_heads")
                    if getattr(args, k) is not None})
+    kwargs.update(args.model_kwargs)
     try:
         model = timm.create_model(name, **kwargs)
-    except ValueError as exc:  # the model's own checks of its settings, which came from flags here
-        raise ConfigError(str(exc)) from None
+    except (ValueError, TypeError) as exc:  # the model's checks of settings that came from flags here
+        raise ConfigError(f"{name}: {exc}") from None
     if args.img_size is not None and any(s % model.reduction for s in input_size(args)):
         raise ConfigError(f"--img-size {args.img_size}: the model needs sides divisible by {model.reduction}")
     return model

@@ -188,3 +188,18 @@ def test_the_resolved_configuration_is_frozen():
     args = parse_command_line(registry.get("cifar10"), [])
     with pytest.raises(AttributeError, match="frozen"):
         args.lr = 1.0
+
+
+def test_model_kwargs_reach_the_model_and_bad_ones_are_named(tmp_path):
+    from engine import registry
+    from engine.config import parse_command_line
+    from engine.runner import create_model
+    from models import ConfigError
+    args = parse_command_line(registry.get("cifar10"), ["--embed-dim", "64", "--model-kwargs", "mlp_ratio=2",
+                                                         "feedback_scale=2.5"])
+    assert args.model_kwargs == {"mlp_ratio": 2, "feedback_scale": 2.5}
+    model = create_model(args, num_classes=10)
+    assert model.feedback.scale == 2.5 and model.stages[0].blocks[0].mlp.fc1.conv.out_channels == 2 * 16
+    args = parse_command_line(registry.get("cifar10"), ["--model-kwargs", "mlp_rato=2"])
+    with pytest.raises(ConfigError, match="mlp_rato"):
+        create_model(args, num_classes=10)

@@ -190,16 +190,17 @@ def test_fgsm_takes_one_signed_gradient_step_in_input_space():
 
 
 def test_tools_rebuild_the_architecture_a_project_checkpoint_records(cifar_root, tmp_path):
-    """A CIFAR-100-trained checkpoint (100 classes, T 2, width 64) analysed on CIFAR-10 images."""
+    """A CIFAR-100-trained checkpoint (100 classes, T 2, width 64, MLP ratio 2) analysed on CIFAR-10 images."""
     run_script("./cifar100/train.py", "--output", str(tmp_path), "--config", "./cifar100/cifar100.yml",
                "-data-dir", str(_cifar100(tmp_path)), "-T", "2", "--embed-dim", "64", "--depths", "1", "1", "1",
                "-b", "4", "-j", "0", "--no-verify", "--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs",
-               "0", "--experiment", "c100")
+               "0", "--experiment", "c100", "--model-kwargs", "mlp_ratio=2")
     ckpt = tmp_path / "c100" / "checkpoint-last.pth"
     out = run_script("./tools/attack.py", "--dataset", "cifar10", "--data-path", str(cifar_root), "--checkpoint",
                      str(ckpt), "-b", "4", "--num-batches", "1", "--no-verify", "--fgsm-eps", "0.05",
                      "--pgd-steps", "1")
-    assert "num_classes=100" in out and "T=2" in out and "embed_dim=64" in out and "FGSM 0.05" in out
+    assert "num_classes=100" in out and "T=2" in out and "embed_dim=64" in out and "mlp_ratio=2" in out
+    assert "FGSM 0.05" in out
     out = run_script("./tools/energy.py", "--dataset", "cifar10", "--data-path", str(cifar_root), "--checkpoint",
                      str(ckpt), "-b", "4", "--num-batches", "1", "--no-verify", "--num-classes", "10", expect=1)
     assert "head.weight" in out and "Traceback" not in out  # 100 recorded vs 10 asked: a clear mismatch

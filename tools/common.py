@@ -13,6 +13,7 @@ from timm.data import create_transform
 
 import models
 from engine import data as engine_data
+from engine.config import parse_model_kwargs
 from engine.registry import DATASETS, eval_crop_pct
 
 
@@ -36,6 +37,8 @@ def build_parser(description):
     p.add_argument("--chained-feedback", dest="chained_feedback", action="store_true", default=None,
                    help="feedback decoders chained (the ablation wiring), for checkpoints trained so")
     p.add_argument("--legacy", action="store_true", default=None, help="official numerics, for the authors' weights")
+    p.add_argument("--model-kwargs", "--model_kwargs", dest="model_kwargs", nargs="*", default=None,
+                   metavar="K=V", help="further model constructor arguments (default: the checkpoint's)")
     p.add_argument("--neuron", choices=models.neurons.NEURONS, default=None)
     p.add_argument("--backend", choices=models.neurons.BACKENDS, default="auto")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="CIFAR pickles with other checksums")
@@ -64,6 +67,8 @@ def recorded_architecture(checkpoint):
         values = [recorded[n] for n in names if recorded.get(n) is not None]
         if values:
             found[key] = values[0]
+    if isinstance(recorded.get("model_kwargs"), dict):
+        found.update(recorded["model_kwargs"])
     if str(recorded.get("model", "")).lower() in timm.list_models("spiliformer*"):
         found["model"] = str(recorded["model"]).lower()
     return found
@@ -76,12 +81,16 @@ def load_model(args):
     checkpoint = models.read_checkpoint(args.checkpoint) if args.checkpoint else None
     settings = {"model": entry.model, "num_classes": entry.num_classes, **recorded_architecture(checkpoint or {})}
     settings.update({k: v for k, v in vars(args).items() if k in (*ARCHITECTURE, "model") and v is not None})
+    try:
+        settings.update(parse_model_kwargs(args.model_kwargs))
+    except ValueError as exc:
+        raise models.ConfigError(str(exc)) from None
     input_size = settings.pop("input_size", None)
     kwargs = {k: v for k, v in settings.items() if k != "model"}
     try:
         model = timm.create_model(settings["model"].lower(), backend=args.backend, **kwargs)
-    except ValueError as exc:  # the model's checks of settings that came from flags or the checkpoint
-        raise models.ConfigError(str(exc)) from None
+    except (ValueError, TypeError) as exc:  # the model's checks of settings from flags or the checkpoint
+        raise models.ConfigError(f"{settings['model']}: {exc}") from None
     if input_size is not None:
         model.input_size = tuple(input_size) if len(input_size) == 2 else (input_size[0],) * 2
     if checkpoint is not None:
