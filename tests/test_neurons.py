@@ -95,30 +95,29 @@ def test_triton_kernels_match_spikingjelly_under_the_interpreter():
     assert passed >= 9, result.stdout[-1000:]  # the kernel cases actually ran
 
 
-@cuda
-def test_model_on_cuda_runs_triton_under_auto_and_matches_the_torch_kernel():
+def assert_cuda_backends_agree(backend, reference):
+    """The tiny CIFAR model on CUDA gives the same training outputs under both backends."""
     model = tiny_model("cifar").cuda().train()
     x = tiny_input("cifar").cuda()
-    assert neurons.pick_backend("auto", x) == "triton"
     out = {}
-    for backend in ("auto", "torch"):
-        functional.set_backend(model, backend)
-        out[backend] = model(x)
-    for a, b in zip(out["auto"], out["torch"]):
+    for name in (backend, reference):
+        functional.set_backend(model, name)
+        out[name] = model(x)
+    for a, b in zip(out[backend], out[reference]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    return x
+
+
+@cuda
+def test_model_on_cuda_runs_triton_under_auto_and_matches_the_torch_kernel():
+    x = assert_cuda_backends_agree("auto", "torch")
+    assert neurons.pick_backend("auto", x) == "triton"
 
 
 @cuda
 @cupy
 def test_model_on_cuda_runs_the_cupy_kernel_on_numpy_2():
-    model = tiny_model("cifar").cuda().train()
-    x = tiny_input("cifar").cuda()
-    out = {}
-    for backend in ("cupy", "spikingjelly"):
-        functional.set_backend(model, backend)
-        out[backend] = model(x)
-    for a, b in zip(out["cupy"], out["spikingjelly"]):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert_cuda_backends_agree("cupy", "spikingjelly")
 
 
 def test_ilif_model_trains_with_integer_spikes(stem):
