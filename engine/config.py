@@ -29,7 +29,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(description):
-    p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(description=description, usage="%(prog)s [options]", formatter_class=_HelpFormatter)
     p.add_argument("-c", "--config", default="", help="YAML recipe over the dataset's; the command line overrides it")
 
     g = p.add_argument_group("model")
