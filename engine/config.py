@@ -22,7 +22,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return super()._format_action_invocation(action)
         short = [o for o in action.option_strings if not o.startswith("--")][:1]
         long = [o for o in action.option_strings if o.startswith("--")][:1]
-        names = ", ".join(short + long)
+        negative = [o for o in action.option_strings if o.startswith("--no-")][:1]  # BooleanOptionalAction
+        names = ", ".join(short + long + negative)
         if action.nargs == 0:
             return names
         return f"{names} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
