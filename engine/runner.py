@@ -61,13 +61,19 @@ def create_model(args, num_classes):
     kwargs.update({k: getattr(args, k) for k in ("T", "embed_dim", "depths", "num_heads")
                    if getattr(args, k) is not None})
     kwargs.update(args.model_kwargs)
-    try:
-        model = timm.create_model(name, **kwargs)
-    except (ValueError, TypeError) as exc:  # the model's checks of settings that came from flags here
-        raise ConfigError(f"{name}: {exc}") from None
+    model = build_model(name, **kwargs)
     if args.img_size is not None and any(s % model.reduction for s in input_size(args)):
         raise ConfigError(f"--img-size {args.img_size}: the model needs sides divisible by {model.reduction}")
     return model
+
+
+def build_model(name, **kwargs):
+    """timm.create_model for settings a user gave (flags, a recipe, a checkpoint's record): the model's
+    own checks of them, and an unknown keyword, become one ConfigError line."""
+    try:
+        return timm.create_model(name.lower(), **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def amp_dtype_for(args, d):

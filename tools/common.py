@@ -15,6 +15,7 @@ import models
 from engine import data as engine_data
 from engine.config import parse_model_kwargs
 from engine.registry import DATASETS, eval_crop_pct
+from engine.runner import build_model
 
 
 def build_parser(description):
@@ -87,10 +88,7 @@ def load_model(args):
         raise models.ConfigError(str(exc)) from None
     input_size = settings.pop("input_size", None)
     kwargs = {k: v for k, v in settings.items() if k != "model"}
-    try:
-        model = timm.create_model(settings["model"].lower(), backend=args.backend, **kwargs)
-    except (ValueError, TypeError) as exc:  # the model's checks of settings from flags or the checkpoint
-        raise models.ConfigError(f"{settings['model']}: {exc}") from None
+    model = build_model(settings["model"], backend=args.backend, **kwargs)
     if input_size is not None:
         model.input_size = tuple(input_size) if len(input_size) == 2 else (input_size[0],) * 2
     if checkpoint is not None:
