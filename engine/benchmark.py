@@ -13,33 +13,38 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from models.config import ModelConfig
+
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
 class Config:
-    model: str = "spiliformer_4_384"
-    embed_dim: int = None
+    model: ModelConfig = ModelConfig(model="spiliformer_4_384")
     batch_size: int = 64
-    T: int = None
-    input_size: int = None
+    input_size: int = None  # default: the variant's
     device: str = "cuda"
-    backend: str = "auto"
     amp: str = "none"
     compile: str = "none"
-    ff_lidiff: bool = True
-    fb_lidiff: bool = True
     threads: int = None  # CPU: torch threads (1 gives the steadiest CPU-time figures)
+
+    def describe(self):
+        """Flat settings, model's and run's, as the JSON output lists them."""
+        return {**asdict(self.model), **{k: v for k, v in asdict(self).items() if k != "model"}}
+
+    def with_model(self, **changes):
+        return replace(self, model=replace(self.model, **changes))
 
 
 def compare_configs(base, amp=None, compile="none"):
     """The three of --compare: the straight port of the official code (spikingjelly's LIF, fp32, eager),
     QKFormer's cost the same way (both ablations off), and the default configuration (backend auto,
     `amp` = bf16 on CUDA unless given; torch.compile mode `compile`, off by default as in train.py)."""
-    straight = replace(base, backend="spikingjelly", amp="none", compile="none")
-    fast = replace(base, backend="auto", amp=amp or ("bf16" if base.device == "cuda" else "none"), compile=compile)
-    return {"straight": straight, "qkformer": replace(straight, ff_lidiff=False, fb_lidiff=False), "fast": fast}
+    straight = replace(base, amp="none", compile="none").with_model(backend="spikingjelly")
+    fast = replace(base, amp=amp or ("bf16" if base.device == "cuda" else "none"), compile=compile) \
+        .with_model(backend="auto")
+    return {"straight": straight, "qkformer": straight.with_model(ff_lidiff=False, fb_lidiff=False), "fast": fast}
 
 
 def _inputs(model, cfg, device):
@@ -73,16 +78,13 @@ def _peak_mb(device):
 
 def _serve(cfg, timer, conn):
     """Worker process: build the model once, then answer ("train"|"eval"|"peak"|"reset_peak", n)."""
-    import timm
-
     import models
+    from engine.loop import autocast, train_step
     device = torch.device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(0)
-    kwargs = {k: v for k, v in dict(embed_dim=cfg.embed_dim, T=cfg.T).items() if v is not None}
-    model = timm.create_model(cfg.model, backend=cfg.backend, ff_lidiff=cfg.ff_lidiff, fb_lidiff=cfg.fb_lidiff,
-                              **kwargs).to(device)
+    model = cfg.model.build().to(device)
     run = torch.compile(model, mode=None if cfg.compile == "default" else cfg.compile) \
         if cfg.compile != "none" else model
     x = _inputs(model, cfg, device)
@@ -92,23 +94,18 @@ def _serve(cfg, timer, conn):
     dtype = AMP_DTYPES[cfg.amp]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
-    def train_step():
+    def train():  # the engine's own step (engine/loop.py), the one train.py runs
         model.train()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = criterion(run(x), y)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(run, criterion, x, y, optimizer, scaler, amp_dtype=dtype)
 
     @torch.no_grad()
     def eval_step():
         model.eval()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(device, dtype):
             run(x)
 
     clock = time.process_time if timer == "cpu" else time.perf_counter
-    steps = {"train": train_step, "eval": eval_step}
+    steps = {"train": train, "eval": eval_step}
     while True:
         command, n = conn.recv()
         if command == "stop":
@@ -181,7 +178,7 @@ def measure_all(configs, warmup=2, repeats=5, timer=None):
                 proc.terminate()
     return {name: {"train_img_s": cfg.batch_size / statistics.median(times[name]["train"]),
                    "eval_img_s": cfg.batch_size / statistics.median(times[name]["eval"]),
-                   "peak_mem_mb": peaks[name], "config": asdict(cfg)}
+                   "peak_mem_mb": peaks[name], "config": cfg.describe()}
             for name, cfg in configs.items()}
 
 

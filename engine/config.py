@@ -11,11 +11,16 @@ import sys
 
 import yaml
 
-from models.neurons import BACKENDS, NEURONS
+from models.config import ModelConfig, parse_model_kwargs
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """One spelling per flag in --help (short form, then the first long one); all are accepted."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, "", []):  # the help says what an unset value means
+            return action.help or ""
+        return super()._get_help_string(action)
 
     def _format_action_invocation(self, action):
         if not action.option_strings:
@@ -34,31 +39,8 @@ def build_parser(description):
     p.add_argument("-c", "--config", default="", help="YAML recipe over the dataset's; the command line overrides it")
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="spiliformer_4_384", help="registered model name (any case)")
-    g.add_argument("-T", "--T", "--time-step", "--time_step", dest="T", type=int, default=None,
-                   help="time steps (default: the variant's)")
-    g.add_argument("--num-classes", "--num_classes", "--nb_classes", "--nb-classes", dest="num_classes", type=int,
-                   default=None, help="default: the dataset's")
-    g.add_argument("--embed-dim", "--embed_dim", dest="embed_dim", type=int, default=None,
-                   help="width of the deepest stage, to shrink the model")
-    g.add_argument("--depths", type=int, nargs="+", default=None)
-    g.add_argument("--num-heads", "--num_heads", dest="num_heads", type=int, default=None)
-    g.add_argument("--ff-lidiff", "--ff_lidiff", dest="ff_lidiff", action=argparse.BooleanOptionalAction,
-                   default=True, help="FF-LiDiff attention (off: QKFormer token attention)")
-    g.add_argument("--fb-lidiff", "--fb_lidiff", dest="fb_lidiff", action=argparse.BooleanOptionalAction,
-                   default=True, help="FB-LiDiff attention with feedback (off: one pass)")
-    g.add_argument("--feedback-scale", "--feedback_scale", dest="feedback_scale", type=float, default=1.0)
-    g.add_argument("--chained-feedback", "--chained_feedback", dest="chained_feedback",
-                   action=argparse.BooleanOptionalAction, default=False,
-                   help="feedback decoder m reads decoder m-1 (ablation; eq 15: each reads A)")
-    g.add_argument("--drop-path", "--drop_path", dest="drop_path", type=float, default=0.0,
-                   help="stochastic depth rate of the last block (linear from 0 over the blocks)")
-    g.add_argument("--model-kwargs", "--model_kwargs", dest="model_kwargs", nargs="*", default=[], metavar="K=V",
-                   help="further model constructor arguments, values read as YAML (e.g. mlp_ratio=2 "
-                        "feedback_scale=2.0); a yml recipe may give a mapping")
-    g.add_argument("--neuron", choices=NEURONS, default="lif")
-    g.add_argument("--backend", choices=BACKENDS, default="auto", help="LIF kernel")
-    g.add_argument("--legacy", action="store_true", help="official numerics, for released weights")
+    ModelConfig.add_flags(g)
+    p.set_defaults(model="spiliformer_4_384")  # parse_command_line: the dataset's paper model
     g.add_argument("--alpha", type=float, default=0.5, help="eq 22: weight of the pass-1 loss")
     g.add_argument("--alpha-end", "--alpha_end", dest="alpha_end", type=float, default=None,
                    help="move alpha linearly to this value over training (official DVS: 0.5 -> 0.2)")
@@ -205,8 +187,6 @@ def parse_command_line(entry, argv=None):
     return args.freeze()
 
 
-POSITIVE = ("T", "epochs", "batch_size", "accum_iter", "val_batch_size", "log_interval")
-NON_NEGATIVE = ("workers", "cooldown_epochs", "warmup_epochs", "save_every", "mixup_off_epoch")
 _UNSET = object()
 
 
@@ -273,19 +253,6 @@ def read_recipe(parser, path):
         if problem:
             parser.error(f"{path}: {key}: {value!r} {problem}")
     return recipe
-
-
-def parse_model_kwargs(items):
-    """['mlp_ratio=2', 'legacy=true'] (or a mapping from a yml) -> {'mlp_ratio': 2, 'legacy': True}."""
-    if isinstance(items, dict):
-        return dict(items)
-    kwargs = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise ValueError(f"--model-kwargs takes NAME=VALUE items, got {item!r}")
-        kwargs[key] = yaml.safe_load(value) if value else None
-    return kwargs
 
 
 def value_problem(action, value):

@@ -26,6 +26,27 @@ def autocast(device, amp_dtype):
     return torch.autocast("cuda", dtype=amp_dtype)
 
 
+def train_step(model, criterion, images, targets, optimizer, scaler, *, amp_dtype=None, accum_iter=1,
+               update=True, clip_grad=None):
+    """One micro-step: forward (both passes), loss, backward of loss / accum_iter, and with `update`
+    the optimizer step. Returns the loss value; raises NonFiniteLoss before a nan/inf reaches the
+    weights. The benchmark times exactly this."""
+    with autocast(images.device, amp_dtype):
+        loss = criterion(model(images), targets)
+    value = loss.item()  # one host sync per step, needed for the check anyway
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"loss is {value}")
+    scaler.scale(loss / accum_iter).backward()
+    if update:
+        if clip_grad is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    return value
+
+
 def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, amp_dtype=None, mixup=None,
                     accum_iter=1, clip_grad=None, log_interval=50, header="", scheduler=None, num_updates=0):
     """Returns {'loss': mean, 'img_s': throughput}. Raises NonFiniteLoss on nan/inf.
@@ -45,20 +66,13 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, am
         update = (step + 1) % accum_iter == 0 or step + 1 == len(loader)
         # DDP all-reduces gradients only on the micro-step that updates the weights
         sync = model.no_sync() if d.enabled and not update else contextlib.nullcontext()
-        with sync:
-            with autocast(d.device, amp_dtype):
-                loss = criterion(model(images), targets)
-            value = loss.item()  # one host sync per step, needed for the check anyway
-            if not math.isfinite(value):
-                raise NonFiniteLoss(f"loss is {value} at epoch {epoch}, step {step + 1}/{len(loader)}")
-            scaler.scale(loss / accum_iter).backward()
+        try:
+            with sync:
+                value = train_step(model, criterion, images, targets, optimizer, scaler, amp_dtype=amp_dtype,
+                                   accum_iter=accum_iter, update=update, clip_grad=clip_grad)
+        except NonFiniteLoss as exc:
+            raise NonFiniteLoss(f"{exc} at epoch {epoch}, step {step + 1}/{len(loader)}") from None
         if update:
-            if clip_grad is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
             num_updates += 1
             if scheduler is not None:
                 scheduler.step_update(num_updates=num_updates)

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import yaml
 from timm.optim import create_optimizer_v2
@@ -17,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import models
 from models import ConfigError, SpiLiFormerLoss, UserError, linear_alpha, user_message
+from models.config import ModelConfig
 
 from .checkpoint import plain, repair_best, restore, save_epoch, schedule_changes, training_state
 from . import registry
@@ -52,28 +52,11 @@ def seed_everything(seed):
 
 
 def create_model(args, num_classes):
-    name = args.model.lower()
-    if name not in timm.list_models("spiliformer*"):
-        raise ConfigError(f"unknown model {args.model!r}; choose from {timm.list_models('spiliformer*')}")
-    kwargs = dict(num_classes=num_classes, ff_lidiff=args.ff_lidiff, fb_lidiff=args.fb_lidiff,
-                  feedback_scale=args.feedback_scale, chained_feedback=args.chained_feedback,
-                  drop_path_rate=args.drop_path, neuron=args.neuron, backend=args.backend, legacy=args.legacy)
-    kwargs.update({k: getattr(args, k) for k in ("T", "embed_dim", "depths", "num_heads")
-                   if getattr(args, k) is not None})
-    kwargs.update(args.model_kwargs)
-    model = build_model(name, **kwargs)
+    """The model of a resolved configuration, for the dataset's number of classes."""
+    model = ModelConfig.from_args(args).updated({"num_classes": num_classes}).build()
     if args.img_size is not None and any(s % model.reduction for s in input_size(args)):
         raise ConfigError(f"--img-size {args.img_size}: the model needs sides divisible by {model.reduction}")
     return model
-
-
-def build_model(name, **kwargs):
-    """timm.create_model for settings a user gave (flags, a recipe, a checkpoint's record): the model's
-    own checks of them, and an unknown keyword, become one ConfigError line."""
-    try:
-        return timm.create_model(name.lower(), **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{name}: {exc}") from None
 
 
 def amp_dtype_for(args, d):

@@ -14,7 +14,6 @@ repeats after warm-up. With --compare the three configurations run side by side,
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,24 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from engine.benchmark import AMP_DTYPES, COMPILE_MODES, Config, compare_configs, measure_all  # noqa: E402
-from models.neurons import BACKENDS  # noqa: E402
+from models.config import ModelConfig  # noqa: E402
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="spiliformer_4_384")
-    p.add_argument("--embed-dim", type=int, default=None)
+    ModelConfig.add_flags(p.add_argument_group("model"))
+    p.set_defaults(model="spiliformer_4_384")
     p.add_argument("-b", "--batch-size", type=int, default=64)
-    p.add_argument("-T", type=int, default=None)
     p.add_argument("--input-size", type=int, default=None, help="default: the variant's")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
-                   help="autocast dtype (default: none; with --compare, fast uses bf16 on CUDA)")
+                   help="autocast dtype on CUDA (default: none; with --compare, fast uses bf16 on CUDA)")
     p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=None,
                    help="torch.compile mode (default: none; with --compare it applies to fast only)")
-    p.add_argument("--no-fb-lidiff", dest="fb_lidiff", action="store_false")
-    p.add_argument("--no-ff-lidiff", dest="ff_lidiff", action="store_false")
     p.add_argument("--compare", action="store_true", help="straight port vs QKFormer vs our fastest")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per configuration (default: 1 on CPU)")
     p.add_argument("--timer", choices=("cpu", "wall"), default=None,
@@ -53,9 +48,8 @@ def parse(argv=None):
 def main(argv=None):
     args = parse(argv)
     threads = args.threads or (1 if args.device == "cpu" else None)
-    base = Config(**{f.name: getattr(args, f.name) for f in fields(Config)
-                     if f.name not in ("T", "amp", "compile", "threads")},
-                  T=args.T, amp=args.amp or "none", compile=args.compile or "none", threads=threads)
+    base = Config(model=ModelConfig.from_args(args), batch_size=args.batch_size, input_size=args.input_size,
+                  device=args.device, amp=args.amp or "none", compile=args.compile or "none", threads=threads)
     if args.compare:
         configs = compare_configs(base, amp=args.amp, compile=args.compile or "none")
     else:
@@ -67,7 +61,7 @@ def main(argv=None):
           f"{'peak MB':>9}")
     for name, cfg in configs.items():
         r = results[name]
-        print(f"{name:<10} {cfg.backend:<13} {cfg.amp:<5} {cfg.compile:<8} {r['train_img_s']:>12.2f} "
+        print(f"{name:<10} {cfg.model.backend:<13} {cfg.amp:<5} {cfg.compile:<8} {r['train_img_s']:>12.2f} "
               f"{r['eval_img_s']:>11.2f} {r['peak_mem_mb']:>9.0f}", flush=True)
     if args.compare:
         s, q, f = results["straight"], results["qkformer"], results["fast"]

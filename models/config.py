@@ -1,0 +1,153 @@
+"""The model's settings, in one place: `ModelConfig` is what training, the tools and the benchmark
+build a model from, and its fields are their command-line flags and what a checkpoint records.
+
+A new setting is one field here (its flag spellings and help in `metadata`) and the constructor
+argument it feeds in models/spiliformer.py; the parsers, yml recipes, checkpoints and tools follow.
+
+    cfg = ModelConfig(model="spiliformer_4_384", T=4, num_classes=100)
+    model = cfg.build()
+"""
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import timm
+import yaml
+
+from .errors import ConfigError
+from .neurons import BACKENDS, NEURONS
+
+
+def setting(default, *flags, help=None, kwarg=None, recorded=(), **argparse_kw):
+    """A ModelConfig field: its default, its flags (first long one = the destination's spelling in
+    --help), the constructor keyword it feeds (default: the field's name), and other names under
+    which checkpoints of other code bases record it."""
+    meta = dict(flags=flags, help=help, kwarg=kwarg, recorded=recorded, argparse=argparse_kw)
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def on_off(default, *flags, help=None, **kw):
+    return setting(default, *flags, help=help, action=argparse.BooleanOptionalAction, **kw)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """None means: the variant's own default (models/spiliformer.py) or, for num_classes, the data's."""
+
+    model: Optional[str] = setting(None, "--model", help="registered model name, any case (unset: the "
+                                   "dataset's paper model)")
+    T: Optional[int] = setting(None, "-T", "--T", "--time-step", "--time_step", type=int, recorded=("time_step",),
+                               help="time steps (unset: the variant's)")
+    num_classes: Optional[int] = setting(None, "--num-classes", "--num_classes", "--nb_classes", "--nb-classes",
+                                         type=int, recorded=("nb_classes",), help="unset: the dataset's")
+    embed_dim: Optional[int] = setting(None, "--embed-dim", "--embed_dim", type=int,
+                                       help="width of the deepest stage, to shrink the model")
+    depths: Optional[tuple] = setting(None, "--depths", type=int, nargs="+", help="blocks per stage")
+    num_heads: Optional[int] = setting(None, "--num-heads", "--num_heads", type=int)
+    ff_lidiff: bool = on_off(True, "--ff-lidiff", "--ff_lidiff", help="FF-LiDiff attention (off: QKFormer token "
+                             "attention)")
+    fb_lidiff: bool = on_off(True, "--fb-lidiff", "--fb_lidiff", help="FB-LiDiff attention with feedback "
+                             "(off: one pass)")
+    feedback_scale: float = setting(1.0, "--feedback-scale", "--feedback_scale", type=float)
+    chained_feedback: bool = on_off(False, "--chained-feedback", "--chained_feedback",
+                                    help="feedback decoder m reads decoder m-1 (ablation; eq 15: each reads A)")
+    drop_path: float = setting(0.0, "--drop-path", "--drop_path", type=float, kwarg="drop_path_rate",
+                               help="stochastic depth rate of the last block (linear from 0 over the blocks)")
+    neuron: str = setting("lif", "--neuron", choices=NEURONS)
+    legacy: bool = on_off(False, "--legacy", help="official numerics, for released weights")
+    backend: str = setting("auto", "--backend", choices=BACKENDS, help="LIF kernel (not a property of the weights)")
+    model_kwargs: dict = setting({}, "--model-kwargs", "--model_kwargs", nargs="*", metavar="K=V",
+                                 help="further model constructor arguments, values read as YAML (e.g. "
+                                      "mlp_ratio=2); a yml recipe may give a mapping")
+
+    RUNTIME = ("backend",)  # how to run the weights, not what they are: never taken from a checkpoint
+
+    @classmethod
+    def add_flags(cls, parser, inherit=False):
+        """Add every field's flag to `parser` (or an argument group). inherit=True (the tools): every
+        default is None, meaning the checkpoint's value, else the variant's."""
+        for f in dataclasses.fields(cls):
+            kw = dict(f.metadata["argparse"])
+            default = None if inherit else (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            help_ = f.metadata["help"]
+            if inherit and f.name not in cls.RUNTIME:
+                help_ = f"{help_ + '; ' if help_ else ''}unset: the checkpoint's, else the variant's"
+            if inherit and f.name == "backend":
+                default = "auto"
+            parser.add_argument(*f.metadata["flags"], dest=f.name, default=default, help=help_, **kw)
+        return parser
+
+    @classmethod
+    def from_args(cls, args):
+        """The configuration a parsed command line gives (a flag left at None: the field's default)."""
+        return cls().updated(vars(args))
+
+    @classmethod
+    def recorded_in(cls, checkpoint):
+        """{field: value} a checkpoint's "args" record (ours by field name, QKFormer/MAE's by theirs);
+        a model name only if it is one of ours."""
+        recorded = recorded_args(checkpoint)
+        found = {}
+        for f in dataclasses.fields(cls):
+            if f.name in cls.RUNTIME:
+                continue
+            values = [recorded[n] for n in (f.name, *f.metadata["recorded"]) if recorded.get(n) is not None]
+            if values:
+                found[f.name] = values[0]
+        if not isinstance(found.get("model_kwargs", {}), dict):
+            found.pop("model_kwargs")
+        if str(found.get("model", "")).lower() not in timm.list_models("spiliformer*"):
+            found.pop("model", None)
+        return found
+
+    def updated(self, values):
+        """A copy with the fields among `values` (a dict) that are not None; model_kwargs merge."""
+        names = {f.name for f in dataclasses.fields(self)}
+        values = {k: v for k, v in values.items() if k in names and v is not None}
+        if "model_kwargs" in values:
+            values["model_kwargs"] = {**self.model_kwargs, **parse_model_kwargs(values["model_kwargs"])}
+        return dataclasses.replace(self, **values)
+
+    def kwargs(self):
+        """The constructor keywords (None fields left to the variant)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("model", "model_kwargs") and value is not None:
+                out[f.metadata["kwarg"] or f.name] = tuple(value) if isinstance(value, list) else value
+        return {**out, **self.model_kwargs}
+
+    def build(self, **overrides):
+        """timm.create_model for settings a user gave: an unknown model, an unknown keyword or a
+        value the model refuses becomes one ConfigError line."""
+        known = timm.list_models("spiliformer*")
+        name = (self.model or "").lower()
+        if name not in known:
+            raise ConfigError(f"unknown model {self.model!r}; choose from {known}")
+        try:
+            return timm.create_model(name, **{**self.kwargs(), **overrides})
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{self.model}: {exc}") from None
+
+
+def parse_model_kwargs(items):
+    """['mlp_ratio=2', 'legacy=true'] (or a mapping from a yml) -> {'mlp_ratio': 2, 'legacy': True}."""
+    if isinstance(items, dict):
+        return dict(items)
+    kwargs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--model-kwargs takes NAME=VALUE items, got {item!r}")
+        kwargs[key] = yaml.safe_load(value) if value else None
+    return kwargs
+
+
+def recorded_args(checkpoint):
+    """A checkpoint's "args" (a dict, or an argparse.Namespace as MAE-style code saves it) as a dict."""
+    recorded = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    recorded = vars(recorded) if isinstance(recorded, argparse.Namespace) else recorded
+    return recorded if isinstance(recorded, dict) else {}

@@ -1,0 +1,87 @@
+"""One model configuration: every field is a flag of training, the tools and the benchmark, is saved
+in checkpoints and read back by the tools."""
+import argparse
+import dataclasses
+
+import pytest
+
+from models import ConfigError
+from models.config import ModelConfig
+
+
+def parsers():
+    from engine.config import build_parser
+    from tools.benchmark import parse
+    from tools.common import build_parser as tool_parser
+    return {"train": build_parser("t"), "tools": tool_parser("t"), "benchmark": parse}
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(ModelConfig)])
+def test_every_field_is_a_flag_of_training_tools_and_benchmark(field):
+    for name, parser in parsers().items():
+        if name == "benchmark":
+            dests = vars(parser([]))
+        else:
+            dests = {a.dest for a in parser._actions}
+        assert field in dests, f"{field} missing from the {name} command line"
+
+
+def test_tools_inherit_unset_fields_and_training_shows_the_defaults():
+    from engine.config import build_parser
+    from tools.common import build_parser as tool_parser
+    tools = tool_parser("t").parse_args([])
+    train = build_parser("t").parse_args([])
+    for f in dataclasses.fields(ModelConfig):
+        if f.name not in ModelConfig.RUNTIME:
+            assert getattr(tools, f.name) is None, f.name
+    assert (train.ff_lidiff, train.feedback_scale, train.neuron, train.backend) == (True, 1.0, "lif", "auto")
+
+
+def test_a_checkpoint_record_is_read_under_our_names_and_qkformers():
+    ours = {"args": {"model": "SpiLiFormer_4_384", "T": 2, "num_classes": 100, "embed_dim": 64,
+                     "fb_lidiff": False, "backend": "triton", "model_kwargs": {"mlp_ratio": 2}}}
+    assert ModelConfig.recorded_in(ours) == {"model": "SpiLiFormer_4_384", "T": 2, "num_classes": 100,
+                                             "embed_dim": 64, "fb_lidiff": False, "model_kwargs": {"mlp_ratio": 2}}
+    official = {"args": argparse.Namespace(model="QKFormer_10_768", time_step=4, nb_classes=1000)}
+    assert ModelConfig.recorded_in(official) == {"T": 4, "num_classes": 1000}  # not our model name
+    assert ModelConfig.recorded_in({"model": {}}) == {} and ModelConfig.recorded_in(None) == {}
+
+
+def test_flags_override_the_record_and_model_kwargs_merge():
+    cfg = ModelConfig(model="spiliformer_4_384").updated({"T": 2, "model_kwargs": {"mlp_ratio": 2}})
+    cfg = cfg.updated({"T": None, "embed_dim": 64, "model_kwargs": ["feedback_scale=3"], "dataset": "x"})
+    assert (cfg.T, cfg.embed_dim) == (2, 64)
+    assert cfg.kwargs() == {"T": 2, "embed_dim": 64, "ff_lidiff": True, "fb_lidiff": True, "feedback_scale": 3,
+                            "chained_feedback": False, "drop_path_rate": 0.0, "neuron": "lif", "legacy": False,
+                            "backend": "auto", "mlp_ratio": 2}
+    model = cfg.build(num_classes=3)
+    assert model.T == 2 and model.feedback.scale == 3 and model.num_classes == 3
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="unknown model 'vit_base'"):
+        ModelConfig(model="vit_base").build()
+    with pytest.raises(ConfigError, match="mlp_rato"):
+        ModelConfig(model="spiliformer_4_384", model_kwargs={"mlp_rato": 2}).build()
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        ModelConfig().updated({"model_kwargs": ["mlp_ratio"]})
+
+
+def test_a_saved_run_rebuilds_in_the_tools(tmp_path):
+    """What the runner saves as "args" (the resolved flags) is what load_model reads back."""
+    import torch
+
+    from engine import registry
+    from engine.checkpoint import plain
+    from engine.config import parse_command_line
+    from engine.runner import create_model
+    from tools.common import build_parser, load_model
+    args = parse_command_line(registry.get("cifar10"), ["--embed-dim", "64", "--depths", "1", "1", "1",
+                                                        "--num-heads", "2", "-T", "2", "--no-ff-lidiff",
+                                                        "--model-kwargs", "mlp_ratio=2"])
+    model = create_model(args, num_classes=10)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": model.state_dict(), "args": plain({**args.as_dict(), "num_classes": 10})}, path)
+    loaded = load_model(build_parser("t").parse_args(["--checkpoint", str(path), "--device", "cpu"]))
+    assert loaded.T == 2 and loaded.dims[-1] == 64
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
