@@ -166,12 +166,12 @@ def test_fgsm_takes_one_signed_gradient_step_in_input_space():
     from tools.attack import attacks
     from tools.common import InputSpace
 
-    class Linear(nn.Module):  # logits = W x on the flattened (normalised) image; accepts return_both
+    class Linear(nn.Module):  # logits = W x on the flattened (normalised) image
         def __init__(self):
             super().__init__()
             self.weight = nn.Parameter(torch.tensor([[1.0, -2.0, 0.5, 0.0], [-1.0, 1.0, 3.0, -0.5]]))
 
-        def forward(self, x, return_both=False):
+        def forward(self, x):
             return x.flatten(1) @ self.weight.T
 
     mean, std = (0.5,), (0.25,)
