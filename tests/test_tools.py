@@ -88,6 +88,13 @@ def test_energy_counts_both_passes_and_the_attention_matmuls():
     assert q["macs"] == pytest.approx(2 * model.T * 16 * 64 * 64)  # 4x4 tokens, 64 channels, two passes
     assert stage1_q["macs"] == pytest.approx(model.T * 256 * 16 * 16)  # once
     assert "stages.2.blocks.0.attn.matmul" in rows and rows["stages.0.downsample.convs.0.conv"]["kind"] == "MAC"
+    order = list(rows)  # Q K^T V sits where it runs: after the V projection, before the output one
+    matmul = order.index("stages.2.blocks.0.attn.matmul")
+    assert order[matmul - 1:matmul + 2:2] == ["stages.2.blocks.0.attn.v.conv", "stages.2.blocks.0.attn.proj.conv"]
+    with torch.no_grad():  # its rate is the query's, over both passes (the model's public record)
+        queries = model.forward_intermediates(tiny_input("cifar"))[1]["stages.2.blocks.0.attn"].query
+    assert len(queries) == 2
+    assert rows["stages.2.blocks.0.attn.matmul"]["firing_rate"] == pytest.approx(torch.stack(queries).mean().item())
 
 
 def test_energy_tool_prints_the_table_and_writes_csv(cifar_root, tmp_path):
