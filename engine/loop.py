@@ -95,10 +95,8 @@ def evaluate(model, loader, d, *, amp_dtype=None):
         images = images.to(d.device, non_blocking=True)
         targets = targets.to(d.device, non_blocking=True)
         with autocast(d.device, amp_dtype):
-            outputs = model(images, return_both=True)
-        if torch.is_tensor(outputs):
-            outputs = (outputs, outputs)
-        for i, logits in enumerate(outputs):
+            first, final = model(images, passes=True)
+        for i, logits in enumerate((final if first is None else first, final)):
             logits = logits.float()
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top5 == targets[:, None]

@@ -1,4 +1,5 @@
-"""The two lateral-inhibition attentions, side by side, and the feedback pathway between passes.
+"""The two lateral-inhibition attentions, side by side with QKFormer's token attention they
+replace, and the feedback pathway between passes.
 
 Inside attention, tokens are [T, B, C, N] (N = H*W); head j owns channels [j*C/h, (j+1)*C/h).
 """
@@ -7,39 +8,35 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import token_unit
-from .neurons import make_neuron
+from .neurons import LIF
 
 ATTN_THRESHOLD = 0.5  # the attention neurons fire at 0.5, all others at 1.0
 
 
-class FFLiDiffAttention(nn.Module):
-    """FF-LiDiff attention (eqs 4-8): a binary token mask from excitatory minus inhibitory Q.
+class TokenAttention(nn.Module):
+    """QKFormer's token attention: a binary token mask SN(sum of Q per head) gates K per head.
 
-    `ff_lidiff=False` is the ablation: QKFormer's token attention, mask = SN(sum of Q per head).
-    Both have exactly QKFormer's parameters.
+    The shallow stages' attention with ff_lidiff=False (Table 3's ablation).
     """
 
-    def __init__(self, dim, num_heads, ff_lidiff=True, neuron="lif", backend="auto"):
+    def __init__(self, dim, num_heads, neuron_layer=LIF):
         super().__init__()
-        if dim % (2 * num_heads if ff_lidiff else num_heads):
-            raise ValueError(f"FF-LiDiff attention splits {dim} channels into 2 halves of {num_heads} "
-                             "heads; the width must be divisible by 2*num_heads")
-        kw = dict(neuron=neuron, backend=backend)
+        self.check_width(dim, num_heads)
         self.num_heads = num_heads
-        self.ff_lidiff = ff_lidiff
-        self.q = token_unit(dim, **kw)  # eq 4-5
-        self.k = token_unit(dim, **kw)
-        self.attn_lif = make_neuron(neuron, ATTN_THRESHOLD, backend)
-        self.proj = token_unit(dim, bias=True, **kw)
+        self.q = token_unit(dim, neuron_layer=neuron_layer)  # eq 4-5
+        self.k = token_unit(dim, neuron_layer=neuron_layer)
+        self.attn_lif = neuron_layer(ATTN_THRESHOLD)
+        self.proj = token_unit(dim, bias=True, neuron_layer=neuron_layer)
+
+    @staticmethod
+    def check_width(dim, num_heads):
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads={num_heads}")
 
     def token_mask(self, q):
         """[T, B, C, N] query spikes -> [T, B, heads, 1, N] token mask."""
         T, B, C, N = q.shape
         h = self.num_heads
-        if self.ff_lidiff:
-            # eq 6: Q1 = channels [0, C/2), Q2 = [C/2, C), each cut into h groups of C/(2h)
-            excite, inhibit = q.view(T, B, 2, h, C // (2 * h), N).sum(4).unbind(2)
-            return self.attn_lif((excite - inhibit).unsqueeze(3))  # eq 7
         return self.attn_lif(q.view(T, B, h, C // h, N).sum(3, keepdim=True))
 
     def forward(self, x):
@@ -50,6 +47,26 @@ class FFLiDiffAttention(nn.Module):
         mask = self.token_mask(q)
         out = (mask * k.view(T, B, self.num_heads, C // self.num_heads, -1)).view(T, B, C, -1)  # eq 8
         return self.proj(out).view(T, B, C, H, W)
+
+
+class FFLiDiffAttention(TokenAttention):
+    """FF-LiDiff attention (eqs 4-8): the token mask from excitatory minus inhibitory Q.
+
+    Exactly QKFormer's parameters; only the mask differs from TokenAttention.
+    """
+
+    @staticmethod
+    def check_width(dim, num_heads):
+        if dim % (2 * num_heads):
+            raise ValueError(f"FF-LiDiff attention splits {dim} channels into 2 halves of {num_heads} "
+                             "heads; the width must be divisible by 2*num_heads")
+
+    def token_mask(self, q):
+        T, B, C, N = q.shape
+        h = self.num_heads
+        # eq 6: Q1 = channels [0, C/2), Q2 = [C/2, C), each cut into h groups of C/(2h)
+        excite, inhibit = q.view(T, B, 2, h, C // (2 * h), N).sum(4).unbind(2)
+        return self.attn_lif((excite - inhibit).unsqueeze(3))  # eq 7
 
 
 class FBLiDiffAttention(nn.Module):
@@ -63,18 +80,16 @@ class FBLiDiffAttention(nn.Module):
 
     scale = 0.125
 
-    def __init__(self, dim, num_heads, legacy=False, neuron="lif", backend="auto"):
+    def __init__(self, dim, num_heads, legacy=False, neuron_layer=LIF):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by num_heads={num_heads}")
-        kw = dict(neuron=neuron, backend=backend)
+        TokenAttention.check_width(dim, num_heads)
         self.num_heads = num_heads
         self.legacy = legacy
-        self.q = token_unit(dim, **kw)
-        self.k = token_unit(dim, **kw)
-        self.v = token_unit(dim, **kw)
-        self.attn_lif = make_neuron(neuron, ATTN_THRESHOLD, backend)
-        self.proj = token_unit(dim, bias=True, **kw)
+        self.q = token_unit(dim, neuron_layer=neuron_layer)
+        self.k = token_unit(dim, neuron_layer=neuron_layer)
+        self.v = token_unit(dim, neuron_layer=neuron_layer)
+        self.attn_lif = neuron_layer(ATTN_THRESHOLD)
+        self.proj = token_unit(dim, bias=True, neuron_layer=neuron_layer)
 
     def forward(self, x, feedback=None):
         T, B, C, H, W = x.shape
@@ -106,13 +121,13 @@ class Feedback(nn.Module):
     X_FB^1 = D_1(A), X_FB^m = D_m(X_FB^(m-1)), with the same parameters.
     """
 
-    def __init__(self, dim, num_blocks, scale=1.0, chained=False, neuron="lif", backend="auto"):
+    def __init__(self, dim, num_blocks, scale=1.0, chained=False, neuron_layer=LIF):
         super().__init__()
         self.scale = scale
         self.chained = chained
         self.prompt_excite = nn.Parameter(torch.randn(dim))   # W_p1, eq 12
         self.prompt_inhibit = nn.Parameter(torch.randn(dim))  # W_p2, eq 13
-        self.decoders = nn.ModuleList(FeedbackDecoder(dim, neuron, backend) for _ in range(num_blocks))
+        self.decoders = nn.ModuleList(FeedbackDecoder(dim, neuron_layer) for _ in range(num_blocks))
 
     def gate(self, out):
         """[T, B, C, N] -> A_combined^FB of eq 14, same shape."""
@@ -135,13 +150,26 @@ class Feedback(nn.Module):
 class FeedbackDecoder(nn.Module):
     """W_FB of eq 15: Linear over channels (no bias), BN, LIF, on [T, B, C, N]."""
 
-    def __init__(self, dim, neuron="lif", backend="auto"):
+    def __init__(self, dim, neuron_layer=LIF):
         super().__init__()
         self.linear = nn.Linear(dim, dim, bias=False)
         self.bn = nn.BatchNorm1d(dim)
-        self.lif = make_neuron(neuron, 1.0, backend)
+        self.lif = neuron_layer(1.0)
 
     def forward(self, x):
         y = self.linear(x.transpose(2, 3))                       # [T, B, N, C]
         y = self.bn(y.flatten(0, 2)).view_as(y).transpose(2, 3)  # BN over channels
         return self.lif(y)
+
+
+# names SpiLiFormer's shallow_attn / deep_attn accept (a class or callable works too)
+ATTENTION_LAYERS = {"ff_lidiff": FFLiDiffAttention, "token": TokenAttention, "fb_lidiff": FBLiDiffAttention}
+
+
+def get_attn_layer(attn):
+    """A name from ATTENTION_LAYERS, or a class/callable (returned as is)."""
+    if callable(attn):
+        return attn
+    if attn not in ATTENTION_LAYERS:
+        raise ValueError(f"attention must be one of {sorted(ATTENTION_LAYERS)} or a class, got {attn!r}")
+    return ATTENTION_LAYERS[attn]

@@ -2,10 +2,13 @@
 
 Layout: spiking tensors are [T, B, C, ...]; convolutions and BN see [T*B, C, ...] (time folded
 into batch, which is exact for stateless layers), neurons see [T, B, C, ...].
+
+Every constructor takes the neuron as `neuron_layer` (timm's `act_layer`), a callable
+neuron_layer(v_threshold) -> module; the model chooses it once (models.neurons.get_neuron_layer).
 """
 import torch.nn as nn
 
-from .neurons import make_neuron
+from .neurons import LIF
 
 
 class DropPath(nn.Module):
@@ -37,12 +40,12 @@ class DropPath(nn.Module):
 class ConvBNLIF(nn.Module):
     """conv -> BN -> (maxpool) -> spiking neuron, on [T, B, C, *spatial]."""
 
-    def __init__(self, conv, bn, pool=False, neuron="lif", v_threshold=1.0, backend="auto"):
+    def __init__(self, conv, bn, pool=False, neuron_layer=LIF, v_threshold=1.0):
         super().__init__()
         self.conv = conv
         self.bn = bn
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pool else nn.Identity()
-        self.lif = make_neuron(neuron, v_threshold, backend)
+        self.lif = neuron_layer(v_threshold)
 
     def pre_activation(self, x):
         T, B = x.shape[:2]
@@ -52,14 +55,14 @@ class ConvBNLIF(nn.Module):
         return self.lif(self.pre_activation(x))
 
 
-def conv2d_unit(cin, cout, kernel=3, stride=1, pool=False, bias=False, **neuron_kw):
+def conv2d_unit(cin, cout, kernel=3, stride=1, pool=False, bias=False, neuron_layer=LIF):
     return ConvBNLIF(nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=bias),
-                     nn.BatchNorm2d(cout), pool=pool, **neuron_kw)
+                     nn.BatchNorm2d(cout), pool=pool, neuron_layer=neuron_layer)
 
 
-def token_unit(dim, bias=False, **neuron_kw):
+def token_unit(dim, bias=False, neuron_layer=LIF):
     """1x1 projection over tokens [T, B, C, N] (Conv1d, as the official weights are shaped)."""
-    return ConvBNLIF(nn.Conv1d(dim, dim, 1, bias=bias), nn.BatchNorm1d(dim), **neuron_kw)
+    return ConvBNLIF(nn.Conv1d(dim, dim, 1, bias=bias), nn.BatchNorm1d(dim), neuron_layer=neuron_layer)
 
 
 class SPEDS(nn.Module):
@@ -70,14 +73,14 @@ class SPEDS(nn.Module):
     (`shortcut_from=-1`) or the output of conv `shortcut_from`. Output = chain + shortcut.
     """
 
-    def __init__(self, channels, pools, shortcut_from, shortcut_stride, **neuron_kw):
+    def __init__(self, channels, pools, shortcut_from, shortcut_stride, neuron_layer=LIF):
         super().__init__()
         self.convs = nn.ModuleList(
-            conv2d_unit(cin, cout, pool=pool, **neuron_kw)
+            conv2d_unit(cin, cout, pool=pool, neuron_layer=neuron_layer)
             for cin, cout, pool in zip(channels[:-1], channels[1:], pools))
         self.shortcut_from = shortcut_from
         self.shortcut = conv2d_unit(channels[shortcut_from + 1], channels[-1], kernel=1,
-                                    stride=shortcut_stride, **neuron_kw)
+                                    stride=shortcut_stride, neuron_layer=neuron_layer)
 
     def forward(self, x):
         skip = x
@@ -88,24 +91,24 @@ class SPEDS(nn.Module):
         return x + self.shortcut(skip)
 
 
-def cifar_stem(in_chans, dim, **kw):
+def cifar_stem(in_chans, dim, neuron_layer=LIF):
     """32x32 stays 32x32 (1024 tokens): conv 3x3 to dim/2, conv 3x3 to dim, shortcut from conv 1."""
-    return SPEDS([in_chans, dim // 2, dim], [False, False], 0, 1, **kw)
+    return SPEDS([in_chans, dim // 2, dim], [False, False], 0, 1, neuron_layer)
 
 
-def imagenet_stem(in_chans, dim, **kw):
+def imagenet_stem(in_chans, dim, neuron_layer=LIF):
     """/4: conv+pool to dim/2, conv+pool to dim, conv; stride-2 shortcut from the first conv."""
-    return SPEDS([in_chans, dim // 2, dim, dim], [True, True, False], 0, 2, **kw)
+    return SPEDS([in_chans, dim // 2, dim, dim], [True, True, False], 0, 2, neuron_layer)
 
 
-def event_stem(in_chans, dim, **kw):
+def event_stem(in_chans, dim, neuron_layer=LIF):
     """/8 for event frames: widths dim/8, /4, /2, 1 with pools after the last three; stride-4 shortcut."""
-    return SPEDS([in_chans, dim // 8, dim // 4, dim // 2, dim], [False, True, True, True], 1, 4, **kw)
+    return SPEDS([in_chans, dim // 8, dim // 4, dim // 2, dim], [False, True, True, True], 1, 4, neuron_layer)
 
 
-def stage_embed(dim, pool_first, **kw):
+def stage_embed(dim, pool_first, neuron_layer=LIF):
     """/2 between stages: conv dim/2 -> dim, conv dim -> dim, maxpool after one of them."""
-    return SPEDS([dim // 2, dim, dim], [pool_first, not pool_first], -1, 2, **kw)
+    return SPEDS([dim // 2, dim, dim], [pool_first, not pool_first], -1, 2, neuron_layer)
 
 
 STEMS = {"cifar": cifar_stem, "imagenet": imagenet_stem, "event": event_stem}
@@ -116,10 +119,10 @@ STEM_NARROWING = {"cifar": 2, "imagenet": 2, "event": 8}  # output width / narro
 class SpikingMLP(nn.Module):
     """Two 1x1 conv (bias) -> BN -> LIF layers on token maps [T, B, C, H, W]."""
 
-    def __init__(self, dim, hidden, **neuron_kw):
+    def __init__(self, dim, hidden, neuron_layer=LIF):
         super().__init__()
-        self.fc1 = conv2d_unit(dim, hidden, kernel=1, bias=True, **neuron_kw)
-        self.fc2 = conv2d_unit(hidden, dim, kernel=1, bias=True, **neuron_kw)
+        self.fc1 = conv2d_unit(dim, hidden, kernel=1, bias=True, neuron_layer=neuron_layer)
+        self.fc2 = conv2d_unit(hidden, dim, kernel=1, bias=True, neuron_layer=neuron_layer)
 
     def forward(self, x):
         return self.fc2(self.fc1(x))

@@ -7,7 +7,8 @@ class SpiLiFormerLoss(nn.Module):
     """alpha * CE(pass-1 logits) + (1 - alpha) * CE(pass-2 logits) (eq 22; the paper's alpha is 0.5).
 
     `target` is class indices or a soft [B, classes] distribution (mixup, label smoothing);
-    `label_smoothing` applies to hard targets. A single logits tensor (fb_lidiff=False) gets plain CE.
+    `label_smoothing` applies to hard targets. `output` is the model's Passes (or any (first, final)
+    pair); a first of None (fb_lidiff=False) or a single logits tensor gets plain CE.
     """
 
     def __init__(self, alpha=0.5, label_smoothing=0.0):
@@ -23,10 +24,10 @@ class SpiLiFormerLoss(nn.Module):
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
     def forward(self, output, target):
-        if not isinstance(output, (tuple, list)):
-            return self.ce(output, target)
-        pass1, pass2 = output
-        return self.alpha * self.ce(pass1, target) + (1 - self.alpha) * self.ce(pass2, target)
+        first, final = output if isinstance(output, (tuple, list)) else (None, output)
+        if first is None:
+            return self.ce(final, target)
+        return self.alpha * self.ce(first, target) + (1 - self.alpha) * self.ce(final, target)
 
     def extra_repr(self):
         return f"alpha={self.alpha}, label_smoothing={self.label_smoothing}"

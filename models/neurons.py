@@ -1,4 +1,4 @@
-"""Spiking neurons (eqs 1-3) and the one factory the model builds them through.
+"""Spiking neurons (eqs 1-3): the LIF, the integer LIF, and how the model picks one and its kernel.
 
 Every neuron here is multi-step: it takes a [T, B, ...] tensor and integrates over the
 leading axis only, so membrane state never crosses samples.
@@ -186,8 +186,8 @@ class LIF(neuron.LIFNode):
 
     backend: 'auto' (Triton on CUDA, the lean torch path on CPU), 'torch', 'triton', 'cupy'
     (spikingjelly's CuPy kernel, made to run on NumPy 2) or 'spikingjelly' (the library's own
-    torch path, the reference). Change it after construction with
-    `spikingjelly.activation_based.functional.set_backend(model, name)`.
+    torch path, the reference). Change it after construction with `set_backend(model, name)`
+    (or spikingjelly's `functional.set_backend`).
     """
 
     def __init__(self, v_threshold=1.0, backend="auto"):
@@ -285,13 +285,28 @@ class ILIF(nn.Module):
         return f"levels={self.levels}, decay={self.decay}"
 
 
-def make_neuron(kind="lif", v_threshold=1.0, backend="auto"):
-    """The only place the model creates neurons: `kind` is the model's `neuron` argument."""
+def _ilif(v_threshold):
+    return ILIF()  # a rounding neuron has no threshold (decisions N2)
+
+
+def get_neuron_layer(kind="lif"):
+    """The model's `neuron` argument -> the `neuron_layer` every block calls as neuron_layer(v_threshold)."""
     if kind == "lif":
-        return LIF(v_threshold=v_threshold, backend=backend)
+        return LIF
     if kind == "ilif":
-        return ILIF()
+        return _ilif
     raise ValueError(f"neuron must be one of {NEURONS}, got {kind!r}")
+
+
+def set_backend(net, backend):
+    """Run every LIF in `net` on `backend` (spikingjelly's `functional.set_backend`, for our LIF).
+
+    The name is checked even where `net` holds no LIF (an I-LIF model), so a typo never passes."""
+    check_backend(backend)
+    for m in net.modules():
+        if isinstance(m, LIF):
+            m.backend = backend
+    return net
 
 
 def expand_spikes(s, levels=None):

@@ -4,6 +4,9 @@ and FB-LiDiff attention, run twice with feedback, in the deep stage (paper Fig. 
 Tensors between blocks are token maps [T, B, C, H, W]. The deepest stage is "stage 3" of the
 paper whatever the number of stages (the event-data model has two).
 """
+import contextlib
+from typing import NamedTuple, Optional
+
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
@@ -11,9 +14,26 @@ from torch.utils.checkpoint import checkpoint
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from . import neurons
 from .checkpoint import checkpoint_filter_fn
-from .attention import FBLiDiffAttention, Feedback, FFLiDiffAttention
+from .attention import Feedback, get_attn_layer
 from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, DropPath, SpikingMLP, stage_embed
+from .neurons import LIF
+
+
+class Passes(NamedTuple):
+    """Logits of the two forward passes; `first` is None for a one-pass model (fb_lidiff=False)."""
+    first: Optional[torch.Tensor]
+    final: torch.Tensor
+
+
+class AttentionRecord(NamedTuple):
+    """One attention module in a forward: one entry per pass it ran (two for the deep blocks of a
+    two-pass model). `attention`: its attention neuron's output (FF: the [T, B, heads, 1, N] token
+    mask of eq 7; FB: the [T, B, C, N] spikes of eqs 10, 18); `query`: its [T, B, C, N] query spikes."""
+    kind: str  # 'FF' (shallow stages) or 'FB' (the deep stage)
+    attention: list
+    query: list
 
 
 class Block(nn.Module):
@@ -22,10 +42,10 @@ class Block(nn.Module):
 
     grad_checkpointing = False  # set by SpiLiFormer.set_grad_checkpointing
 
-    def __init__(self, attn, dim, mlp_ratio, drop_path=0.0, **neuron_kw):
+    def __init__(self, attn, dim, mlp_ratio, drop_path=0.0, neuron_layer=LIF):
         super().__init__()
         self.attn = attn
-        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), **neuron_kw)
+        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron_layer)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, feedback=None):
@@ -66,19 +86,26 @@ class SpiLiFormer(nn.Module):
         depths: blocks per stage, e.g. (1, 2, 7); the last stage holds the FB-LiDiff blocks.
         T: time steps a static image is repeated over (event input brings its own T).
         ff_lidiff / fb_lidiff: the two ablation switches of Table 3; both off is QKFormer.
+        shallow_attn / deep_attn: the attention of the shallow stages and of the deep stage, a name
+            from models.attention.ATTENTION_LAYERS or a class; shallow default 'ff_lidiff', or
+            'token' with ff_lidiff=False; deep default 'fb_lidiff'. Called as
+            attn(dim, num_heads, neuron_layer=...), the deep one with legacy= too; its forward takes
+            feedback= in pass 2.
         feedback_scale: s in A = O (m1 - m2) s (the official CIFAR-100 model used 2.0).
         chained_feedback: decoder m reads decoder m-1's output instead of A (eq 15 reads A in every
             decoder); same parameters, so a checkpoint loads with either wiring.
         drop_path_rate: stochastic depth of the last block; rates rise linearly from 0 over all
             blocks (timm's torch.linspace(0, rate, depth)).
-        neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row). backend: the LIF kernel (models.neurons).
+        neuron: 'lif' or 'ilif' (integer LIF, Table 1's T=1 row).
+        backend: the LIF kernel (models.neurons); `set_backend` changes it later.
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
     """
 
     def __init__(self, stem="imagenet", in_chans=3, num_classes=1000, embed_dim=768, depths=(1, 2, 7),
                  num_heads=12, mlp_ratio=4.0, T=4, ff_lidiff=True, fb_lidiff=True, feedback_scale=1.0,
-                 chained_feedback=False, drop_path_rate=0.0, neuron="lif", backend="auto", legacy=False):
+                 chained_feedback=False, drop_path_rate=0.0, neuron="lif", backend="auto", legacy=False,
+                 shallow_attn=None, deep_attn=None):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
@@ -90,7 +117,9 @@ class SpiLiFormer(nn.Module):
         if embed_dim % multiple:
             raise ValueError(f"embed_dim={embed_dim} must be a multiple of {multiple} for the "
                              f"{stem} stem and {num_stages} stages")
-        kw = dict(neuron=neuron, backend=backend)
+        neuron_layer = neurons.get_neuron_layer(neuron)
+        shallow_attn = get_attn_layer(shallow_attn or ("ff_lidiff" if ff_lidiff else "token"))
+        deep_attn = get_attn_layer(deep_attn or "fb_lidiff")
         self.T = T
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -102,20 +131,26 @@ class SpiLiFormer(nn.Module):
         stages = []
         for i, (dim, depth) in enumerate(zip(self.dims, depths)):
             if i == 0:
-                downsample = STEMS[stem](in_chans, dim, **kw)
+                downsample = STEMS[stem](in_chans, dim, neuron_layer)
             else:
-                downsample = stage_embed(dim, pool_first=stem == "imagenet", **kw)
+                downsample = stage_embed(dim, pool_first=stem == "imagenet", neuron_layer=neuron_layer)
             if i == num_stages - 1:
-                attns = [FBLiDiffAttention(dim, num_heads, legacy=legacy, **kw) for _ in range(depth)]
+                attns = [deep_attn(dim, num_heads, legacy=legacy, neuron_layer=neuron_layer) for _ in range(depth)]
             else:
-                attns = [FFLiDiffAttention(dim, num_heads, ff_lidiff=ff_lidiff, **kw) for _ in range(depth)]
-            blocks = [Block(a, dim, mlp_ratio, drop_path=next(drop_rates), **kw) for a in attns]
+                attns = [shallow_attn(dim, num_heads, neuron_layer=neuron_layer) for _ in range(depth)]
+            blocks = [Block(a, dim, mlp_ratio, drop_path=next(drop_rates), neuron_layer=neuron_layer)
+                      for a in attns]
             stages.append(Stage(downsample, blocks))
         self.stages = nn.ModuleList(stages)
         self.feedback = Feedback(self.dims[-1], depths[-1], feedback_scale, chained=chained_feedback,
-                                 **kw) if fb_lidiff else None
+                                 neuron_layer=neuron_layer) if fb_lidiff else None
         self.head = nn.Linear(self.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
+        self.set_backend(backend)
+
+    def set_backend(self, backend):
+        """Run every LIF on `backend` (see models.neurons): a kernel choice, not an architecture one."""
+        return neurons.set_backend(self, backend)
 
     @staticmethod
     def _init_weights(m):
@@ -160,11 +195,9 @@ class SpiLiFormer(nn.Module):
         """CH of eqs 20-21: mean over tokens, mean over T, linear."""
         return self.head(x.flatten(3).mean(3).mean(0))
 
-    def forward(self, x, return_both=None):
-        """Logits. Training (or `return_both=True`): (pass-1, pass-2) logits; eval: pass-2 logits.
-
-        With fb_lidiff=False there is one pass and a single logits tensor (QKFormer).
-        """
+    def forward(self, x, passes=False):
+        """Final-pass logits [B, classes] in every mode; `passes=True`: Passes(first, final), the
+        pass-1 and pass-2 logits for the loss of eq 22 (first is None with fb_lidiff=False)."""
         functional.reset_net(self)  # every forward starts from rest: no caller can forget it
         x = self.to_time_steps(x)
         for stage in self.stages[:-1]:
@@ -174,21 +207,60 @@ class SpiLiFormer(nn.Module):
         out = deep_input
         for block in deep.blocks:
             out = block(out)
-        pass1 = self.head_logits(out)
-        if self.feedback is None:
-            return pass1
+        logits = self.head_logits(out)
+        first = None
+        if self.feedback is not None:
+            # pass 2 (eqs 16-19): restart from the deep stage's input with fresh neurons, same weights;
+            # stages 1-2 are not recomputed and nothing is detached
+            first = logits
+            feedback = self.feedback(out.flatten(3))
+            functional.reset_net(deep)
+            out = deep_input
+            for block, signal in zip(deep.blocks, feedback):
+                out = block(out, signal)
+            logits = self.head_logits(out)
+        return Passes(first, logits) if passes else logits
 
-        # pass 2 (eqs 16-19): restart from the deep stage's input with fresh neurons, same weights;
-        # stages 1-2 are not recomputed and nothing is detached
-        feedback = self.feedback(out.flatten(3))
-        functional.reset_net(deep)
-        out = deep_input
-        for block, signal in zip(deep.blocks, feedback):
-            out = block(out, signal)
-        pass2 = self.head_logits(out)
-        if return_both if return_both is not None else self.training:
-            return pass1, pass2
-        return pass2
+    def attention_names(self):
+        """Names of the blocks' attention modules (as in the state dict), one list per stage."""
+        return [[f"stages.{i}.blocks.{j}.attn" for j in range(len(stage.blocks))]
+                for i, stage in enumerate(self.stages)]
+
+    @contextlib.contextmanager
+    def record_attention(self, names=None):
+        """{name: AttentionRecord} filled by every forward run inside the `with` (all attention
+        modules, or those `names` lists). Tools that wrap the model record through this."""
+        stages = self.attention_names()
+        known = [name for stage in stages for name in stage]
+        unknown = sorted(set(names or ()) - set(known))
+        if unknown:
+            raise ValueError(f"no attention module named {unknown}; the model has {known}")
+        records, handles = {}, []
+        for i, stage in enumerate(stages):
+            for name in stage:
+                if names is not None and name not in names:
+                    continue
+                attn = self.get_submodule(name)
+                record = records[name] = AttentionRecord("FB" if i == len(stages) - 1 else "FF", [], [])
+                handles += [attn.attn_lif.register_forward_hook(_keep_output(record.attention)),
+                            attn.q.register_forward_hook(_keep_output(record.query))]
+        try:
+            yield records
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def forward_intermediates(self, x, names=None):
+        """timm's public way to read features, for attention: (Passes, {name: AttentionRecord})."""
+        with self.record_attention(names) as records:
+            out = self(x, passes=True)
+        return out, records
+
+
+def _keep_output(store):
+    def hook(module, inputs, output):
+        store.append(output.detach())
+    return hook
 
 
 def _cfg(**kwargs):

@@ -3,6 +3,7 @@
 Every expected value here is a literal or a closed-form expression derived by hand from the
 equations, not a re-run of the module's own code.
 """
+import functools
 import math
 
 import pytest
@@ -11,9 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
-from models.attention import FBLiDiffAttention, Feedback, FFLiDiffAttention
+from models.attention import FBLiDiffAttention, Feedback, FFLiDiffAttention, TokenAttention
 from models.loss import SpiLiFormerLoss
 from models.neurons import ILIF, LIF, expand_spikes
+
+TORCH_LIF = functools.partial(LIF, backend="torch")  # the reference kernel, as neuron_layer
 
 
 def run_fresh(neuron, x):
@@ -142,7 +145,7 @@ MASK_HAND = torch.tensor([[1., 0., 1.],
 
 
 def test_ff_lidiff_token_mask_is_excitatory_minus_inhibitory_through_half_threshold_neuron():
-    attn = FFLiDiffAttention(dim=8, num_heads=2, ff_lidiff=True, backend="torch").eval()
+    attn = FFLiDiffAttention(dim=8, num_heads=2, neuron_layer=TORCH_LIF).eval()
     functional.reset_net(attn)
     with torch.no_grad():
         mask = attn.token_mask(Q_HAND.view(1, 1, 8, 3))
@@ -151,7 +154,7 @@ def test_ff_lidiff_token_mask_is_excitatory_minus_inhibitory_through_half_thresh
 
 
 def test_ff_lidiff_ablation_mask_is_neuron_of_summed_head_channels():
-    attn = FFLiDiffAttention(dim=8, num_heads=2, ff_lidiff=False, backend="torch").eval()
+    attn = TokenAttention(dim=8, num_heads=2, neuron_layer=TORCH_LIF).eval()
     functional.reset_net(attn)
     q = torch.zeros(8, 4)
     q[4, 1] = 1.                # token 1: one spike in head 1's channels (4-7) -> sum 1, H = .5 fire
@@ -191,7 +194,7 @@ def run_capturing(attn, x):
 
 
 def test_ff_lidiff_forward_masks_k_per_head_before_projection():
-    attn = FFLiDiffAttention(dim=8, num_heads=2, ff_lidiff=True, backend="torch").eval()
+    attn = FFLiDiffAttention(dim=8, num_heads=2, neuron_layer=TORCH_LIF).eval()
     _identity_unit(attn.q)
     _identity_unit(attn.k)
     # tokens 0-2: Q_HAND; token 3: one E and one I spike in each head (ch 0,4 and 2,6) -> diff 0 in both heads
@@ -215,7 +218,7 @@ def test_ff_lidiff_forward_masks_k_per_head_before_projection():
 
 def test_ff_lidiff_forward_with_random_weights_zeroes_tokens_masked_in_every_head():
     torch.manual_seed(0)
-    attn = FFLiDiffAttention(dim=8, num_heads=2, ff_lidiff=True, backend="torch").eval()
+    attn = FFLiDiffAttention(dim=8, num_heads=2, neuron_layer=TORCH_LIF).eval()
     with torch.no_grad():
         for unit in (attn.q, attn.k):
             unit.conv.weight.mul_(8.0)
@@ -248,7 +251,7 @@ GATE_HAND = torch.tensor([[3., 0.],
 
 
 def _feedback(scale=1.0, chained=False):
-    fb = Feedback(dim=4, num_blocks=2, scale=scale, chained=chained, backend="torch").eval()
+    fb = Feedback(dim=4, num_blocks=2, scale=scale, chained=chained, neuron_layer=TORCH_LIF).eval()
     with torch.no_grad():
         fb.prompt_excite.copy_(torch.tensor([1., 1., 0., 0.]))
         fb.prompt_inhibit.copy_(torch.tensor([-1., 0., 1., 1.]))
@@ -373,7 +376,7 @@ def test_loss_label_smoothing_applies_to_hard_targets():
 
 def test_fb_lidiff_feedback_enters_value_projection_only():
     torch.manual_seed(0)
-    attn = FBLiDiffAttention(dim=8, num_heads=2, backend="torch").eval()
+    attn = FBLiDiffAttention(dim=8, num_heads=2, neuron_layer=TORCH_LIF).eval()
     x = torch.rand(2, 1, 8, 2, 2)      # [T, B, C, H, W]
     fb = torch.rand(2, 1, 8, 4)        # [T, B, C, N]
     tokens = x.flatten(3).flatten(0, 1)  # what a conv sees: [T*B, C, N]

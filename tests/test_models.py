@@ -25,11 +25,11 @@ def test_variants_registered_with_timm():
         assert name in timm.list_models("spiliformer*")
 
 
-def test_train_forward_returns_both_passes_and_every_parameter_gets_a_gradient(stem):
+def test_train_forward_with_passes_gives_both_and_every_parameter_gets_a_gradient(stem):
     model = tiny_model(stem).train()
-    out = model(tiny_input(stem))
-    assert isinstance(out, tuple) and len(out) == 2
-    assert out[0].shape == out[1].shape == (3, 5)
+    out = model(tiny_input(stem), passes=True)
+    assert isinstance(out, models.Passes)
+    assert out.first.shape == out.final.shape == (3, 5)
     models.SpiLiFormerLoss()(out, torch.tensor([0, 1, 2])).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, f"parameters without gradient: {no_grad}"
@@ -40,16 +40,29 @@ def test_eval_returns_pass2_logits(stem):
     model = tiny_model(stem).eval()
     x = tiny_input(stem)
     with torch.no_grad():
-        pass1, pass2 = model(x, return_both=True)
+        pass1, pass2 = model(x, passes=True)
         assert torch.equal(model(x), pass2)
     assert not torch.equal(pass1, pass2)
 
 
+def test_train_forward_returns_the_final_logits(stem):
+    model = tiny_model(stem).train()
+    x = tiny_input(stem)
+    out = model(x)
+    assert torch.is_tensor(out) and out.shape == (3, 5)
+    assert torch.equal(out, model(x, passes=True).final)
+
+
 def test_fb_lidiff_off_is_one_pass(stem):
     model = tiny_model(stem, fb_lidiff=False).train()
-    out = model(tiny_input(stem))
+    x, y = tiny_input(stem), torch.tensor([0, 1, 2])
+    out = model(x)
     assert torch.is_tensor(out) and out.shape == (3, 5)
     assert model.feedback is None
+    first, final = model(x, passes=True)
+    assert first is None and torch.equal(final, out)
+    loss = models.SpiLiFormerLoss(0.5)(models.Passes(first, final), y)
+    assert torch.equal(loss, torch.nn.functional.cross_entropy(final, y))  # plain CE on the one pass
 
 
 def test_feedback_restarts_from_stage3_input():
@@ -118,7 +131,7 @@ def test_two_forwards_on_the_same_input_are_identical(stem):
     for mode in (model.train, model.eval):
         mode()
         with torch.no_grad():
-            first, second = model(x, return_both=True), model(x, return_both=True)
+            first, second = model(x, passes=True), model(x, passes=True)
         assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
@@ -160,6 +173,82 @@ def test_bad_configuration_gives_a_clear_error():
         timm.create_model("spiliformer_4_384", embed_dim=64, backend="cuda")
     with pytest.raises(ValueError, match="neuron"):
         timm.create_model("spiliformer_4_384", embed_dim=64, neuron="izhikevich")
+    with pytest.raises(ValueError, match="attention must be one of .*'token'.*got 'ff-lidiff'"):
+        timm.create_model("spiliformer_4_384", embed_dim=64, shallow_attn="ff-lidiff")
+
+
+# ---------------------------------------------------------------- building blocks chosen once
+
+def test_set_backend_switches_every_lif():
+    model = tiny_model("cifar").eval()
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    assert lifs and {m.backend for m in lifs} == {"torch"}  # the constructor's backend, everywhere
+    x = tiny_input("cifar")
+    with torch.no_grad():
+        reference = model(x)
+        assert model.set_backend("spikingjelly") is model
+        assert {m.backend for m in lifs} == {"spikingjelly"}
+        torch.testing.assert_close(model(x), reference)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        model.set_backend("cuda")
+    assert {m.backend for m in lifs} == {"spikingjelly"}  # a bad name changes nothing
+
+
+def test_ilif_model_builds_every_neuron_as_ilif_with_the_same_keys():
+    model = tiny_model("cifar", neuron="ilif")
+    assert not any(isinstance(m, LIF) for m in model.modules())
+    assert sum(isinstance(m, models.ILIF) for m in model.modules()) > 0
+    assert model.state_dict().keys() == tiny_model("cifar").state_dict().keys()
+
+
+@pytest.mark.parametrize("by_name", [True, False])
+def test_shallow_and_deep_attention_by_name_or_class(by_name):
+    token, fb = ("token", "fb_lidiff") if by_name else (models.TokenAttention, models.FBLiDiffAttention)
+    chosen = tiny_model("imagenet", shallow_attn=token, deep_attn=fb).eval()
+    ablation = tiny_model("imagenet", ff_lidiff=False).eval()   # the Table 3 switch, same seed
+    assert type(chosen.stages[0].blocks[0].attn) is models.TokenAttention
+    assert type(chosen.stages[-1].blocks[0].attn) is models.FBLiDiffAttention
+    assert chosen.state_dict().keys() == ablation.state_dict().keys()
+    x = tiny_input("imagenet")
+    with torch.no_grad():
+        assert torch.equal(chosen(x), ablation(x))
+    default = tiny_model("imagenet")
+    assert type(default.stages[0].blocks[0].attn) is models.FFLiDiffAttention
+    assert models.ATTENTION_LAYERS["ff_lidiff"] is models.FFLiDiffAttention
+
+
+def test_forward_intermediates_records_each_pass_of_each_attention(stem):
+    model = tiny_model(stem).eval()
+    x = tiny_input(stem)
+    with torch.no_grad():
+        out, records = model.forward_intermediates(x)
+        assert torch.equal(out.final, model(x)) and torch.equal(out.first, model(x, passes=True).first)
+    names = model.attention_names()
+    assert list(records) == [name for stage in names for name in stage]
+    heads, T = 2, (x.shape[1] if x.dim() == 5 else model.T)
+    for i, stage in enumerate(names):
+        C = model.dims[i]
+        for name in stage:
+            record = records[name]
+            deep = i == len(names) - 1
+            assert record.kind == ("FB" if deep else "FF")
+            assert len(record.attention) == len(record.query) == (2 if deep else 1)
+            N = record.query[0].shape[-1]
+            assert all(q.shape == (T, 3, C, N) for q in record.query)
+            expected = (T, 3, C, N) if deep else (T, 3, heads, 1, N)
+            assert all(a.shape == expected for a in record.attention)
+            assert all(models.neurons.is_spike_count(a) for a in record.attention + record.query)
+
+
+def test_forward_intermediates_of_a_one_pass_model_and_of_chosen_blocks():
+    model = tiny_model("imagenet", fb_lidiff=False).eval()
+    last = [stage[-1] for stage in model.attention_names()]
+    with torch.no_grad():
+        out, records = model.forward_intermediates(tiny_input("imagenet"), names=last)
+    assert out.first is None
+    assert list(records) == last and all(len(r.attention) == 1 for r in records.values())
+    with pytest.raises(ValueError, match="no attention module named"):
+        model.forward_intermediates(tiny_input("imagenet"), names=["stages.0.blocks.9.attn"])
 
 
 # ---------------------------------------------------------------- feedback wiring (eq 15)
@@ -171,8 +260,8 @@ def test_chained_feedback_is_an_option_with_the_same_parameters():
     chained.load_state_dict(paper.state_dict())                # strict: same keys, same shapes
     x = tiny_input("imagenet")
     with torch.no_grad():
-        pass1_paper, pass2_paper = paper(x, return_both=True)
-        pass1_chained, pass2_chained = chained(x, return_both=True)
+        pass1_paper, pass2_paper = paper(x, passes=True)
+        pass1_chained, pass2_chained = chained(x, passes=True)
     assert torch.equal(pass1_paper, pass1_chained)             # the wiring only acts between passes
     assert not torch.equal(pass2_paper, pass2_chained)
 
@@ -218,7 +307,7 @@ def test_drop_path_changes_training_only(stem):
     with torch.no_grad():
         assert torch.equal(dropping.eval()(x), model.eval()(x))
     torch.manual_seed(0)
-    out = dropping.train()(x)
+    out = dropping.train()(x, passes=True)
     models.SpiLiFormerLoss()(out, torch.tensor([0, 1, 2, 3])).backward()
     assert all(p.grad is not None for p in dropping.parameters())
-    assert not torch.equal(out[1], model.train()(x)[1])
+    assert not torch.equal(out.final, model.train()(x))

@@ -70,7 +70,7 @@ def test_model_logits_and_parameter_gradients_match_the_spikingjelly_backend(ste
     for name in ("spikingjelly", backend):
         model = tiny_model(stem).train()
         functional.set_backend(model, name)
-        out = model(x)
+        out = model(x, passes=True)
         models.SpiLiFormerLoss()(out, torch.tensor([0, 1, 2])).backward()
         results[name] = (out, {n: p.grad for n, p in model.named_parameters()})
     (ref_out, ref_grads), (out, grads) = results["spikingjelly"], results[backend]
@@ -102,7 +102,7 @@ def assert_cuda_backends_agree(backend, reference):
     out = {}
     for name in (backend, reference):
         functional.set_backend(model, name)
-        out[name] = model(x)
+        out[name] = model(x, passes=True)
     for a, b in zip(out[backend], out[reference]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     return x
@@ -125,7 +125,7 @@ def test_ilif_model_trains_with_integer_spikes(stem):
     assert not any(isinstance(m, models.LIF) for m in model.modules())
     levels = set()
     model.stages[0].downsample.convs[0].lif.register_forward_hook(lambda m, i, o: levels.update(o.unique().tolist()))
-    out = model(tiny_input(stem))
+    out = model(tiny_input(stem), passes=True)
     models.SpiLiFormerLoss()(out, torch.tensor([0, 1, 2])).backward()
     assert levels <= {0.0, 1.0, 2.0, 3.0, 4.0} and max(levels) > 1  # integers, not only binary
     assert all(p.grad is not None for p in model.parameters())

@@ -88,6 +88,13 @@ def test_energy_counts_both_passes_and_the_attention_matmuls():
     assert q["macs"] == pytest.approx(2 * model.T * 16 * 64 * 64)  # 4x4 tokens, 64 channels, two passes
     assert stage1_q["macs"] == pytest.approx(model.T * 256 * 16 * 16)  # once
     assert "stages.2.blocks.0.attn.matmul" in rows and rows["stages.0.downsample.convs.0.conv"]["kind"] == "MAC"
+    order = list(rows)  # Q K^T V sits where it runs: after the V projection, before the output one
+    matmul = order.index("stages.2.blocks.0.attn.matmul")
+    assert order[matmul - 1:matmul + 2:2] == ["stages.2.blocks.0.attn.v.conv", "stages.2.blocks.0.attn.proj.conv"]
+    with torch.no_grad():  # its rate is the query's, over both passes (the model's public record)
+        queries = model.forward_intermediates(tiny_input("cifar"))[1]["stages.2.blocks.0.attn"].query
+    assert len(queries) == 2
+    assert rows["stages.2.blocks.0.attn.matmul"]["firing_rate"] == pytest.approx(torch.stack(queries).mean().item())
 
 
 def test_energy_tool_prints_the_table_and_writes_csv(cifar_root, tmp_path):
@@ -166,12 +173,12 @@ def test_fgsm_takes_one_signed_gradient_step_in_input_space():
     from tools.attack import attacks
     from tools.common import InputSpace
 
-    class Linear(nn.Module):  # logits = W x on the flattened (normalised) image; accepts return_both
+    class Linear(nn.Module):  # logits = W x on the flattened (normalised) image
         def __init__(self):
             super().__init__()
             self.weight = nn.Parameter(torch.tensor([[1.0, -2.0, 0.5, 0.0], [-1.0, 1.0, 3.0, -0.5]]))
 
-        def forward(self, x, return_both=False):
+        def forward(self, x):
             return x.flatten(1) @ self.weight.T
 
     mean, std = (0.5,), (0.25,)

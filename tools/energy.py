@@ -8,6 +8,7 @@ features, the feedback decoders on the gated output) does multiply-accumulates (
 other layer does fr x MACs accumulates (SOPs, E_AC). The static image is the same at every time
 step, so the first conv is counted once (eq 26).
 """
+import contextlib
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from models import SpiLiFormer  # noqa: E402
 from models.neurons import is_spike_count  # noqa: E402
 
 from tools.common import (DATASETS, InputSpace, batches, build_parser, eval_data, load_model,  # noqa: E402
@@ -33,7 +35,7 @@ class _Rate:
     def __init__(self):
         self.total, self.count, self.spikes, self.first_call = 0.0, 0, True, None
 
-    def add(self, x, call):
+    def add(self, x, call=None):
         x = x.detach().float()
         self.total += x.sum().item()
         self.count += x.numel()
@@ -51,7 +53,8 @@ def layer_energy(model, data, static_T=1):
     Each row: layer, kind ('MAC' or 'AC'), MACs per image (all time steps, both passes; one step
     where `counted_once`), input firing rate (mean spike count per neuron and step; None for MAC
     layers), SOPs, energy (J).
-    Spiking self-attention's matmuls (Q K^T V) are a row of their own, at the query's firing rate.
+    Spiking self-attention's matmuls (Q K^T V) are a row of their own, at the query's firing rate,
+    read through each SpiLiFormer's `record_attention` (the model may be wrapped, e.g. InputSpace).
     static_T: T over which a static image is repeated (its first layer is counted once).
     """
     calls = []
@@ -63,24 +66,24 @@ def layer_energy(model, data, static_T=1):
             calls.append(rate)
         return hook
 
-    def on_output(rate):
-        def hook(module, inputs, output):
-            rate.add(output, len(calls))
-        return hook
-
     for name, module in model.named_modules():
         if isinstance(module, COUNTED):
             rates[name] = _Rate()
             handles.append(module.register_forward_hook(on_input(rates[name])))
-        if hasattr(module, "attn_lif") and hasattr(module, "q"):
-            attn_rates[name] = _Rate()
-            handles.append(module.q.lif.register_forward_hook(on_output(attn_rates[name])))
+    nets = {prefix: m for prefix, m in model.named_modules() if isinstance(m, SpiLiFormer)}
     counter = FlopCounterMode(display=False)
     images = 0
     try:
         with torch.no_grad(), counter:
             for x in data:
-                model(x)
+                with contextlib.ExitStack() as stack:
+                    recorded = {prefix: stack.enter_context(net.record_attention()) for prefix, net in nets.items()}
+                    model(x)
+                for prefix, records in recorded.items():
+                    for name, record in records.items():
+                        rate = attn_rates.setdefault(f"{prefix}.{name}" if prefix else name, _Rate())
+                        for query in record.query:  # both passes
+                            rate.add(query)
                 images += x.shape[0]
     finally:
         for h in handles:
@@ -92,8 +95,11 @@ def layer_energy(model, data, static_T=1):
         counts = flops.get(f"{root}.{name}", {})
         return sum(v for op, v in counts.items() if not (exclude_conv and "convolution" in str(op))) / 2 / images
 
+    def before_output_projection(name):  # Q K^T V runs just before the attention's last layer
+        return max(r.first_call for n, r in rates.items() if n.startswith(f"{name}.") and r.count) - 0.5
+
     entries = [(r.first_call, name, r, macs_of(name)) for name, r in rates.items() if r.count]
-    entries += [(r.first_call + 0.5, f"{name}.matmul", r, macs_of(name, exclude_conv=True))
+    entries += [(before_output_projection(name), f"{name}.matmul", r, macs_of(name, exclude_conv=True))
                 for name, r in attn_rates.items() if r.count and macs_of(name, exclude_conv=True)]
     rows = []
     for call, name, rate, macs in sorted(entries, key=lambda e: e[0]):

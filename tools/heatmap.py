@@ -18,7 +18,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from models.attention import FFLiDiffAttention  # noqa: E402
 from tools.common import InputSpace, build_parser, eval_data, load_model, main_guard  # noqa: E402
 
 CELL_INCHES, DPI = 2.0, 100
@@ -27,24 +26,15 @@ CELL_INCHES, DPI = 2.0, 100
 @torch.no_grad()
 def attention_maps(model, x):
     """{column title: [B, H, W] map in [0, 1]} for the last FF block of each shallow stage and the
-    last FB block in pass 1 and pass 2, plus the pass-2 probabilities."""
-    captured = {}
-    handles = []
-    for si, stage in enumerate(model.model.stages):
-        if not len(stage.blocks):
-            continue
-        attn = stage.blocks[-1].attn  # the last block of each stage
-        key = f"stage {si + 1} {'FF' if isinstance(attn, FFLiDiffAttention) else 'FB'}"
-        handles.append(attn.attn_lif.register_forward_hook(
-            lambda m, i, o, key=key: captured.setdefault(key, []).append(o.detach())))
-    try:
+    last FB block in pass 1 and pass 2, plus the pass-2 probabilities. `model`: an InputSpace."""
+    stage_of = {names[-1]: i for i, names in enumerate(model.model.attention_names()) if names}
+    with model.model.record_attention(list(stage_of)) as records:
         probs = model(x).softmax(-1)
-    finally:
-        for h in handles:
-            h.remove()
     H, W = x.shape[-2:]
     maps = {}
-    for key, outputs in captured.items():
+    for name, record in records.items():
+        key = f"stage {stage_of[name] + 1} {record.kind}"
+        outputs = record.attention
         for p, out in enumerate(outputs):
             per_token = out.float().mean(0)                        # over time steps
             per_token = per_token.flatten(1, -2).mean(1) if per_token.dim() > 3 else per_token.mean(1)
