@@ -32,7 +32,7 @@ def train_step(model, criterion, images, targets, optimizer, scaler, *, amp_dtyp
     the optimizer step. Returns the loss value; raises NonFiniteLoss before a nan/inf reaches the
     weights. The benchmark times exactly this."""
     with autocast(images.device, amp_dtype):
-        loss = criterion(model(images), targets)
+        loss = criterion(model(images, passes=True), targets)
     value = loss.item()  # one host sync per step, needed for the check anyway
     if not math.isfinite(value):
         raise NonFiniteLoss(f"loss is {value}")

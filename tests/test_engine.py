@@ -203,3 +203,20 @@ def test_model_kwargs_reach_the_model_and_bad_ones_are_named(tmp_path):
     args = parse_command_line(registry.get("cifar10"), ["--model-kwargs", "mlp_rato=2"])
     with pytest.raises(ConfigError, match="mlp_rato"):
         create_model(args, num_classes=10)
+
+
+def test_the_training_step_trains_both_passes():
+    """eq 22: with alpha = 1 the step's loss is the first pass's cross-entropy, not the final's."""
+    import torch.nn.functional as F
+
+    from conftest import tiny_input, tiny_model
+    from engine.loop import train_step
+    from models import SpiLiFormerLoss
+    model, x, y = tiny_model("cifar").train(), tiny_input("cifar"), torch.tensor([0, 1, 2])
+    torch.manual_seed(0)
+    first, final = model(x, passes=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    loss = train_step(model, SpiLiFormerLoss(alpha=1.0), x, y, optimizer, scaler)
+    assert loss == pytest.approx(F.cross_entropy(first, y).item(), rel=1e-6)
+    assert abs(F.cross_entropy(first, y).item() - F.cross_entropy(final, y).item()) > 1e-4
