@@ -250,8 +250,9 @@ class SpiLiFormer(nn.Module):
             for handle in handles:
                 handle.remove()
 
-    def forward_intermediates(self, x, names=None):
-        """timm's public way to read features, for attention: (Passes, {name: AttentionRecord})."""
+    def forward_attention(self, x, names=None):
+        """(Passes, {name: AttentionRecord}): the logits and what each attention did. (Not timm's
+        forward_intermediates, whose signature is for feature maps.)"""
         with self.record_attention(names) as records:
             out = self(x, passes=True)
         return out, records

@@ -217,11 +217,11 @@ def test_shallow_and_deep_attention_by_name_or_class(by_name):
     assert models.ATTENTION_LAYERS["ff_lidiff"] is models.FFLiDiffAttention
 
 
-def test_forward_intermediates_records_each_pass_of_each_attention(stem):
+def test_forward_attention_records_each_pass_of_each_attention(stem):
     model = tiny_model(stem).eval()
     x = tiny_input(stem)
     with torch.no_grad():
-        out, records = model.forward_intermediates(x)
+        out, records = model.forward_attention(x)
         assert torch.equal(out.final, model(x)) and torch.equal(out.first, model(x, passes=True).first)
     names = model.attention_names()
     assert list(records) == [name for stage in names for name in stage]
@@ -240,15 +240,15 @@ def test_forward_intermediates_records_each_pass_of_each_attention(stem):
             assert all(models.neurons.is_spike_count(a) for a in record.attention + record.query)
 
 
-def test_forward_intermediates_of_a_one_pass_model_and_of_chosen_blocks():
+def test_forward_attention_of_a_one_pass_model_and_of_chosen_blocks():
     model = tiny_model("imagenet", fb_lidiff=False).eval()
     last = [stage[-1] for stage in model.attention_names()]
     with torch.no_grad():
-        out, records = model.forward_intermediates(tiny_input("imagenet"), names=last)
+        out, records = model.forward_attention(tiny_input("imagenet"), names=last)
     assert out.first is None
     assert list(records) == last and all(len(r.attention) == 1 for r in records.values())
     with pytest.raises(ValueError, match="no attention module named"):
-        model.forward_intermediates(tiny_input("imagenet"), names=["stages.0.blocks.9.attn"])
+        model.forward_attention(tiny_input("imagenet"), names=["stages.0.blocks.9.attn"])
 
 
 # ---------------------------------------------------------------- feedback wiring (eq 15)

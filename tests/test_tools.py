@@ -92,7 +92,7 @@ def test_energy_counts_both_passes_and_the_attention_matmuls():
     matmul = order.index("stages.2.blocks.0.attn.matmul")
     assert order[matmul - 1:matmul + 2:2] == ["stages.2.blocks.0.attn.v.conv", "stages.2.blocks.0.attn.proj.conv"]
     with torch.no_grad():  # its rate is the query's, over both passes (the model's public record)
-        queries = model.forward_intermediates(tiny_input("cifar"))[1]["stages.2.blocks.0.attn"].query
+        queries = model.forward_attention(tiny_input("cifar"))[1]["stages.2.blocks.0.attn"].query
     assert len(queries) == 2
     assert rows["stages.2.blocks.0.attn.matmul"]["firing_rate"] == pytest.approx(torch.stack(queries).mean().item())
 
