@@ -64,12 +64,14 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, am
         if mixup is not None:
             images, targets = mixup(images, targets)
         update = (step + 1) % accum_iter == 0 or step + 1 == len(loader)
+        # a short last group (len(loader) not a multiple of accum_iter) is averaged over its own size
+        group = min(accum_iter, len(loader) - step // accum_iter * accum_iter)
         # DDP all-reduces gradients only on the micro-step that updates the weights
         sync = model.no_sync() if d.enabled and not update else contextlib.nullcontext()
         try:
             with sync:
                 value = train_step(model, criterion, images, targets, optimizer, scaler, amp_dtype=amp_dtype,
-                                   accum_iter=accum_iter, update=update, clip_grad=clip_grad)
+                                   accum_iter=group, update=update, clip_grad=clip_grad)
         except NonFiniteLoss as exc:
             raise NonFiniteLoss(f"{exc} at epoch {epoch}, step {step + 1}/{len(loader)}") from None
         if update:

@@ -220,3 +220,25 @@ def test_the_training_step_trains_both_passes():
     loss = train_step(model, SpiLiFormerLoss(alpha=1.0), x, y, optimizer, scaler)
     assert loss == pytest.approx(F.cross_entropy(first, y).item(), rel=1e-6)
     assert abs(F.cross_entropy(first, y).item() - F.cross_entropy(final, y).item()) > 1e-4
+
+
+def test_a_short_last_accumulation_group_is_averaged_over_its_own_size():
+    """3 batches, --accum-iter 2: the second update is the mean over one batch, not half of it."""
+    from engine.distributed import Dist
+    from engine.loop import train_one_epoch
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, passes=False):
+            return self.w * x
+
+    model = Scale()
+    loader = [(torch.full((1,), float(v)), torch.zeros(1)) for v in (1.0, 3.0, 10.0)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train_one_epoch(model, lambda out, y: out.sum(), loader, optimizer, scaler, Dist(), 1, accum_iter=2,
+                    log_interval=100)
+    assert model.w.item() == pytest.approx(-(1.0 + 3.0) / 2 - 10.0)
