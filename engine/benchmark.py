@@ -102,7 +102,7 @@ def _serve(cfg, timer, conn):
     def eval_step():
         model.eval()
         with autocast(device, dtype):
-            run(x)
+            run(x, passes=False)
 
     clock = time.process_time if timer == "cpu" else time.perf_counter
     steps = {"train": train, "eval": eval_step}

@@ -195,9 +195,12 @@ class SpiLiFormer(nn.Module):
         """CH of eqs 20-21: mean over tokens, mean over T, linear."""
         return self.head(x.flatten(3).mean(3).mean(0))
 
-    def forward(self, x, passes=False):
-        """Final-pass logits [B, classes] in every mode; `passes=True`: Passes(first, final), the
-        pass-1 and pass-2 logits for the loss of eq 22 (first is None with fb_lidiff=False)."""
+    def forward(self, x, passes=None):
+        """Logits [B, classes]. By default (SPEC 4) a two-pass model in training returns
+        Passes(first, final), the pass-1 and pass-2 logits the loss of eq 22 needs, so a generic
+        `loss = criterion(model(x), y)` loop trains both passes; otherwise the final logits.
+        `passes=True` always gives Passes (first None with fb_lidiff=False), `passes=False` always
+        the final logits: callers that want one type in every mode say which."""
         functional.reset_net(self)  # every forward starts from rest: no caller can forget it
         x = self.to_time_steps(x)
         for stage in self.stages[:-1]:
@@ -219,6 +222,8 @@ class SpiLiFormer(nn.Module):
             for block, signal in zip(deep.blocks, feedback):
                 out = block(out, signal)
             logits = self.head_logits(out)
+        if passes is None:
+            passes = self.training and first is not None
         return Passes(first, logits) if passes else logits
 
     def attention_names(self):

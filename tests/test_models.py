@@ -45,12 +45,14 @@ def test_eval_returns_pass2_logits(stem):
     assert not torch.equal(pass1, pass2)
 
 
-def test_train_forward_returns_the_final_logits(stem):
+def test_forward_type_follows_the_mode_unless_passes_fixes_it(stem):
+    """SPEC 4: training returns both passes, eval the final logits; passes= overrides either way."""
     model = tiny_model(stem).train()
     x = tiny_input(stem)
-    out = model(x)
-    assert torch.is_tensor(out) and out.shape == (3, 5)
-    assert torch.equal(out, model(x, passes=True).final)
+    both = model(x)
+    assert isinstance(both, models.Passes) and both.first.shape == both.final.shape == (3, 5)
+    out = model(x, passes=False)
+    assert torch.is_tensor(out) and torch.equal(out, both.final)
 
 
 def test_fb_lidiff_off_is_one_pass(stem):
@@ -310,4 +312,4 @@ def test_drop_path_changes_training_only(stem):
     out = dropping.train()(x, passes=True)
     models.SpiLiFormerLoss()(out, torch.tensor([0, 1, 2, 3])).backward()
     assert all(p.grad is not None for p in dropping.parameters())
-    assert not torch.equal(out.final, model.train()(x))
+    assert not torch.equal(out.final, model.train()(x, passes=False))

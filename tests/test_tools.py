@@ -178,7 +178,7 @@ def test_fgsm_takes_one_signed_gradient_step_in_input_space():
             super().__init__()
             self.weight = nn.Parameter(torch.tensor([[1.0, -2.0, 0.5, 0.0], [-1.0, 1.0, 3.0, -0.5]]))
 
-        def forward(self, x):
+        def forward(self, x, passes=False):  # SpiLiFormer's signature
             return x.flatten(1) @ self.weight.T
 
     mean, std = (0.5,), (0.25,)

@@ -106,7 +106,7 @@ class InputSpace(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(shape) if std is not None else torch.ones(1))
 
     def forward(self, x):
-        out = self.model((x * self.scale - self.mean) / self.std)
+        out = self.model((x * self.scale - self.mean) / self.std, passes=False)
         return out
 
 
