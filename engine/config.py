@@ -11,7 +11,7 @@ import sys
 
 import yaml
 
-from models.config import ModelConfig, parse_model_kwargs
+from models.config import ModelConfig, parse_model_kwargs, value_problem
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -253,29 +253,6 @@ def read_recipe(parser, path):
         if problem:
             parser.error(f"{path}: {key}: {value!r} {problem}")
     return recipe
-
-
-def value_problem(action, value):
-    """Why a yml value could not have come from the flag's command line, or None."""
-    if value is None or (action.dest == "model_kwargs" and isinstance(value, dict)):
-        return None
-    if action.nargs == 0:  # on/off flags
-        return None if isinstance(value, bool) else "is not true or false"
-    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
-    values = value if many and isinstance(value, list) else [value]
-    if many and not isinstance(value, list) and action.dest != "img_size":
-        return "is not a list"
-    kind = action.type or str
-    for v in values:
-        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
-            return "is not an integer"
-        if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            return "is not a number"
-        if kind is str and not isinstance(v, str):
-            return "is not a string"
-        if action.choices is not None and v not in action.choices:
-            return f"is not one of {list(action.choices)}"
-    return None
 
 
 def input_size(args):

@@ -47,6 +47,8 @@ class ModelConfig:
                                        help="width of the deepest stage, to shrink the model")
     depths: Optional[tuple] = setting(None, "--depths", type=int, nargs="+", help="blocks per stage")
     num_heads: Optional[int] = setting(None, "--num-heads", "--num_heads", type=int)
+    mlp_ratio: Optional[float] = setting(None, "--mlp-ratio", "--mlp_ratio", type=float,
+                                         help="MLP hidden width / block width (unset: the variant's)")
     ff_lidiff: bool = on_off(True, "--ff-lidiff", "--ff_lidiff", help="FF-LiDiff attention (off: QKFormer token "
                              "attention)")
     fb_lidiff: bool = on_off(True, "--fb-lidiff", "--fb_lidiff", help="FB-LiDiff attention with feedback "
@@ -90,11 +92,15 @@ class ModelConfig:
         """{field: value} a checkpoint's "args" record (ours by field name, QKFormer/MAE's by theirs);
         a model name only if it is one of ours."""
         recorded = recorded_args(checkpoint)
+        actions = {a.dest: a for a in cls.add_flags(argparse.ArgumentParser(add_help=False))._actions}
         found = {}
         for f in dataclasses.fields(cls):
             if f.name in cls.RUNTIME:
                 continue
-            values = [recorded[n] for n in (f.name, *f.metadata["recorded"]) if recorded.get(n) is not None]
+            # a value of another type is another code base's setting of that name (QKFormer's CIFAR
+            # yml records depths: 4, its total block count), not ours
+            values = [recorded[n] for n in (f.name, *f.metadata["recorded"])
+                      if recorded.get(n) is not None and not value_problem(actions[f.name], recorded[n])]
             if values:
                 found[f.name] = values[0]
         if not isinstance(found.get("model_kwargs", {}), dict):
@@ -151,3 +157,27 @@ def recorded_args(checkpoint):
     recorded = checkpoint.get("args") if isinstance(checkpoint, dict) else None
     recorded = vars(recorded) if isinstance(recorded, argparse.Namespace) else recorded
     return recorded if isinstance(recorded, dict) else {}
+
+
+def value_problem(action, value):
+    """Why a value (from a yml recipe, a checkpoint's record) could not have come from the flag's
+    command line, or None."""
+    if value is None or (action.dest == "model_kwargs" and isinstance(value, dict)):
+        return None
+    if action.nargs == 0:  # on/off flags
+        return None if isinstance(value, bool) else "is not true or false"
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    values = value if many and isinstance(value, (list, tuple)) else [value]
+    if many and not isinstance(value, (list, tuple)) and action.dest != "img_size":
+        return "is not a list"
+    kind = action.type or str
+    for v in values:
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            return "is not an integer"
+        if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return "is not a number"
+        if kind is str and not isinstance(v, str):
+            return "is not a string"
+        if action.choices is not None and v not in action.choices:
+            return f"is not one of {list(action.choices)}"
+    return None

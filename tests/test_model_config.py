@@ -45,6 +45,10 @@ def test_a_checkpoint_record_is_read_under_our_names_and_qkformers():
     official = {"args": argparse.Namespace(model="QKFormer_10_768", time_step=4, nb_classes=1000)}
     assert ModelConfig.recorded_in(official) == {"T": 4, "num_classes": 1000}  # not our model name
     assert ModelConfig.recorded_in({"model": {}}) == {} and ModelConfig.recorded_in(None) == {}
+    # QKFormer's CIFAR yml records its total block count as `depths: 4`: not our per-stage depths
+    qkformer_cifar = {"args": {"depths": 4, "embed_dim": 384, "num_heads": 8, "mlp_ratio": 4, "time_step": 4}}
+    assert ModelConfig.recorded_in(qkformer_cifar) == {"embed_dim": 384, "num_heads": 8, "mlp_ratio": 4, "T": 4}
+    assert ModelConfig.recorded_in({"args": argparse.Namespace(depths=(1, 2, 7))}) == {"depths": (1, 2, 7)}
 
 
 def test_flags_override_the_record_and_model_kwargs_merge():

@@ -53,8 +53,10 @@ def load_model(args):
 
 
 def recorded_input_size(checkpoint):
-    """The training input size a checkpoint's "args" record (img_size: one value or [H, W]), or None."""
-    size = recorded_args(checkpoint).get("img_size")
+    """The training input size a checkpoint's "args" record (ours: img_size, one value or [H, W];
+    MAE/QKFormer's: input_size, one value), or None."""
+    recorded = recorded_args(checkpoint)
+    size = recorded.get("img_size", recorded.get("input_size"))
     if isinstance(size, int):
         return (size, size)
     return tuple(size) if isinstance(size, (list, tuple)) and len(size) in (1, 2) else None
