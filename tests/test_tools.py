@@ -152,6 +152,19 @@ def test_corruptions_from_cifar10c_files(cifar_root, tmp_path):
     assert (tmp_path / "c.csv").read_text().startswith("corruption,severity_1")
 
 
+def test_corruption_requests_are_checked_before_any_work(tmp_path):
+    from models import ConfigError
+    from tools.corruptions import check_request
+    (tmp_path / "fog.npy").touch()
+    check_request(["fog"], [1, 5], tmp_path)
+    with pytest.raises(ConfigError, match=r"unknown corruptions \['smog'\]"):
+        check_request(["fog", "smog"], [1], None)
+    with pytest.raises(ConfigError, match=r"severities \[0, 6\] do not exist"):
+        check_request(["fog"], [0, 1, 6], None)
+    with pytest.raises(ConfigError, match="lacks gaussian_noise.npy; add the files, or choose"):
+        check_request(["fog", "gaussian_noise"], [1], tmp_path)
+
+
 def test_corruptions_generated_when_files_are_absent(cifar_root):
     out = run_script("./tools/corruptions.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
                      "--corruptions", "gaussian_noise", "glass_blur", "fog", "--severities", "1", "3")

@@ -77,6 +77,21 @@ def accuracy(model, x, y, batch_size):
     return 100.0 * hits / max(len(x), 1)
 
 
+def check_request(names, severities, folder=None):
+    """Unknown corruptions or severities, or CIFAR-10-C files missing from `folder`: one error before
+    any work (a table half computed is lost otherwise)."""
+    unknown = sorted(set(names) - set(corruption_names("all")))
+    if unknown:
+        raise models.ConfigError(f"unknown corruptions {unknown}; choose from {corruption_names('all')}")
+    bad = sorted(set(severities) - set(SEVERITIES))
+    if bad:
+        raise models.ConfigError(f"severities {bad} do not exist; choose from {list(SEVERITIES)}")
+    missing = [f"{name}.npy" for name in names if folder and not Path(folder, f"{name}.npy").is_file()]
+    if missing:
+        raise models.ConfigError(f"{folder} lacks {', '.join(missing)}; add the files, or choose the corruptions "
+                                 "it has with --corruptions")
+
+
 def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("--corruption-path", default="", help="folder of CIFAR-10-C .npy files")
@@ -92,8 +107,9 @@ def main(argv=None):
     use_files = bool(args.corruption_path) and Path(args.corruption_path, "labels.npy").is_file()
     if args.corruption_path and not use_files:
         print(f"note: no labels.npy in {args.corruption_path}; generating the corruptions instead")
-    clean = None if use_files else [(x, y) for x, y in batches(dataset, args)]
     names = args.corruptions or corruption_names("all")
+    check_request(names, args.severities, args.corruption_path if use_files else None)
+    clean = None if use_files else [(x, y) for x, y in batches(dataset, args)]
     table = {}
     for name in names:
         table[name] = []
