@@ -51,17 +51,35 @@ class Block(nn.Module):
     def forward(self, x, feedback=None):
         if self.grad_checkpointing and torch.is_grad_enabled():
             # checkpoint restores the RNG state, so the recomputation draws the same drop-path masks
-            return checkpoint(self._from_rest, x, feedback, use_reentrant=False)
+            return checkpoint(self._from_rest, x, feedback, [], use_reentrant=False)
         return self._body(x, feedback)
 
-    def _from_rest(self, x, feedback):
-        # the recomputation in backward must start from the same (resting) neurons as the forward did
+    def _from_rest(self, x, feedback, calls):
+        # the recomputation in backward must start from the same (resting) neurons as the forward
+        # did, and must not move BN's running statistics a second time for the same batch
         functional.reset_net(self)
-        return self._body(x, feedback)
+        recompute = bool(calls)
+        calls.append(None)
+        with frozen_bn_statistics(self) if recompute else contextlib.nullcontext():
+            return self._body(x, feedback)
 
     def _body(self, x, feedback):
         x = x + self.drop_path(self.attn(x) if feedback is None else self.attn(x, feedback))
         return x + self.drop_path(self.mlp(x))
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(module):
+    """BN layers normalise with the batch as usual; their running mean, var and batch count are put
+    back afterwards."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in bns]
+    try:
+        yield
+    finally:
+        for m, values in zip(bns, saved):
+            for buffer, value in zip((m.running_mean, m.running_var, m.num_batches_tracked), values):
+                buffer.copy_(value)
 
 
 class Stage(nn.Module):
@@ -161,8 +179,8 @@ class SpiLiFormer(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable=True):
-        """timm's convention: recompute each block in backward instead of keeping its activations.
-        (BN running statistics then see each batch twice, as in any BN network under checkpointing.)"""
+        """timm's convention: recompute each block in backward instead of keeping its activations
+        (the recomputation leaves BN's running statistics alone: each batch counts once)."""
         for m in self.modules():
             if isinstance(m, Block):
                 m.grad_checkpointing = enable

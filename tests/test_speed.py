@@ -20,7 +20,8 @@ def train_step(model, x):
 def test_grad_checkpointing_gives_the_same_logits_and_gradients():
     stem = "imagenet"  # several blocks, both passes, feedback
     x = tiny_input(stem)
-    plain = train_step(tiny_model(stem).train(), x)
+    plain_model = tiny_model(stem).train()
+    plain = train_step(plain_model, x)
     model = tiny_model(stem).train()
     model.set_grad_checkpointing()
     checkpointed = train_step(model, x)
@@ -28,6 +29,10 @@ def test_grad_checkpointing_gives_the_same_logits_and_gradients():
         assert torch.equal(a, b)
     for n, g in plain[1].items():
         torch.testing.assert_close(checkpointed[1][n], g, atol=1e-6, rtol=1e-5, msg=lambda m: f"{n}: {m}")
+    # the recomputation in backward does not count the batch a second time in BN's statistics
+    plain_bn, checkpointed_bn = plain_model.state_dict(), model.state_dict()
+    for n, v in plain_bn.items():
+        torch.testing.assert_close(checkpointed_bn[n], v, atol=1e-6, rtol=1e-5, msg=lambda m: f"{n}: {m}")
 
 
 def test_compiled_lif_matches_eager_without_recompiling_per_shape():
