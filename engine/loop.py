@@ -92,12 +92,13 @@ def evaluate(model, loader, d, *, amp_dtype=None):
     """
     model.eval()
     sums = torch.zeros(2, 3, dtype=torch.float64, device=d.device)  # [pass, (top-1, top-5 hits, loss sum)]
-    images_seen = 0
+    images_seen, one_pass = 0, False
     for images, targets in loader:
         images = images.to(d.device, non_blocking=True)
         targets = targets.to(d.device, non_blocking=True)
         with autocast(d.device, amp_dtype):
             first, final = model(images, passes=True)
+        one_pass = first is None
         for i, logits in enumerate((final if first is None else first, final)):
             logits = logits.float()
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -112,12 +113,7 @@ def evaluate(model, loader, d, *, amp_dtype=None):
     for i, name in enumerate(("pass1", "pass2")):
         top1, top5, loss = totals[3 * i:3 * i + 3]
         passes[name] = {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss / n}
-    return {**passes, "images": int(totals[-1]), "passes": 1 if model_is_one_pass(model) else 2}
-
-
-def model_is_one_pass(model):
-    inner = getattr(model, "module", model)
-    return not getattr(inner, "fb_lidiff", True)
+    return {**passes, "images": int(totals[-1]), "passes": 1 if one_pass else 2}
 
 
 def eval_line(result):

@@ -9,6 +9,7 @@ generated from the clean evaluation images with the `imagecorruptions` package.
 """
 import sys
 import types
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,8 +27,11 @@ SEVERITIES = (1, 2, 3, 4, 5)
 def _imagecorruptions():
     """imagecorruptions 1.1.2, mended for current libraries: it passes `multichannel=` to
     scikit-image's gaussian (now `channel_axis=`) and uses `np.float_` (gone in NumPy 2)."""
-    import imagecorruptions
-    from imagecorruptions import corruptions
+    with warnings.catch_warnings():  # its imports of deprecated scipy/pkg_resources names, not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import imagecorruptions
+        from imagecorruptions import corruptions
     from skimage.filters import gaussian
 
     def gaussian_compat(image, sigma=1, multichannel=None, **kwargs):
