@@ -63,7 +63,7 @@ class ModelConfig:
     backend: str = setting("auto", "--backend", choices=BACKENDS, help="LIF kernel (not a property of the weights)")
     model_kwargs: dict = setting({}, "--model-kwargs", "--model_kwargs", nargs="*", metavar="K=V",
                                  help="further model constructor arguments, values read as YAML (e.g. "
-                                      "mlp_ratio=2); a yml recipe may give a mapping")
+                                      "shallow_attn=token); a yml recipe may give a mapping")
 
     RUNTIME = ("backend",)  # how to run the weights, not what they are: never taken from a checkpoint
 
@@ -73,12 +73,11 @@ class ModelConfig:
         default is None, meaning the checkpoint's value, else the variant's."""
         for f in dataclasses.fields(cls):
             kw = dict(f.metadata["argparse"])
-            default = None if inherit else (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
             help_ = f.metadata["help"]
             if inherit and f.name not in cls.RUNTIME:
+                default = None
                 help_ = f"{help_ + '; ' if help_ else ''}unset: the checkpoint's, else the variant's"
-            if inherit and f.name == "backend":
-                default = "auto"
             parser.add_argument(*f.metadata["flags"], dest=f.name, default=default, help=help_, **kw)
         return parser
 
