@@ -13,7 +13,8 @@ import torch
 from timm.scheduler import PlateauLRScheduler
 
 import models
-from models import CheckpointError
+from models import CheckpointError, CheckpointMismatchError
+from models.config import ModelConfig
 
 
 def plain(value):
@@ -79,15 +80,23 @@ def save_epoch(state, run_dir, is_best, keep_epoch):
         link_atomic(last, run_dir / f"checkpoint-{state['epoch'] + 1}.pth")
 
 
-def restore(path, model, optimizer=None, scheduler=None, scaler=None):
+def restore(path, model, optimizer=None, scheduler=None, scaler=None, settings=None):
     """Load weights (ours or official, through models.checkpoint_filter_fn) and, when given, the
-    optimizer, scaler and a stateful (plateau) scheduler. Returns the checkpoint.
+    optimizer, scaler and a stateful (plateau) scheduler. Returns the checkpoint. `settings`: the
+    run's ModelConfig; weights that do not fit then name the flags the checkpoint was trained with.
 
     Other timm schedulers are functions of the epoch whose state is only their configuration, so
     the command line's schedule applies (a larger --epochs lengthens it); `schedule_changes` says so.
     """
     state = models.read_checkpoint(path)
-    model.load_state_dict(models.checkpoint_filter_fn(state, model))
+    try:
+        model.load_state_dict(models.checkpoint_filter_fn(state, model))
+    except CheckpointMismatchError as exc:
+        flags = settings.flags_for(ModelConfig.recorded_in(state)) if settings is not None else []
+        if not flags:
+            raise
+        raise CheckpointMismatchError(f"{exc}\n  {path} was trained with {' '.join(flags)}: add that to the "
+                                      "command line") from None
     if optimizer is None:
         return state
     missing = [k for k in ("optimizer", "lr_scheduler", "scaler", "epoch") if k not in state]

@@ -51,9 +51,13 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def model_settings(args, num_classes):
+    return ModelConfig.from_args(args).updated({"num_classes": num_classes})
+
+
 def create_model(args, num_classes):
     """The model of a resolved configuration, for the dataset's number of classes."""
-    model = ModelConfig.from_args(args).updated({"num_classes": num_classes}).build()
+    model = model_settings(args, num_classes).build()
     if args.img_size is not None and any(s % model.reduction for s in input_size(args)):
         raise ConfigError(f"--img-size {args.img_size}: the model needs sides divisible by {model.reduction}")
     return model
@@ -102,12 +106,13 @@ def _run(args, entry, d):
     if args.num_classes not in (None, num_classes):
         raise ConfigError(f"--num-classes {args.num_classes} but the dataset has {num_classes} classes")
     model = create_model(args, num_classes).to(d.device)
+    settings = model_settings(args, num_classes).updated(model.architecture)  # as checkpoints record it
     train_loader, val_loader = make_loaders(train_set, val_set, args, d)
 
     if args.eval:
         if not args.resume:
             raise ConfigError("--eval needs --resume CKPT, the checkpoint to evaluate")
-        restore(args.resume, model)
+        restore(args.resume, model, settings=settings)
         result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)
         if d.main:
             print(f"eval {args.resume}: {eval_line(result)}", flush=True)
@@ -138,7 +143,7 @@ def _run(args, entry, d):
     if args.finetune and not args.resume:
         models.load_checkpoint(model, args.finetune, strict=False)
     if args.resume:
-        state = restore(args.resume, model, optimizer, scheduler, scaler)
+        state = restore(args.resume, model, optimizer, scheduler, scaler, settings=settings)
         start_epoch, best_acc, best_epoch = state["epoch"] + 1, state.get("best_acc"), state.get("best_epoch")
         if d.main:
             changes = schedule_changes(state["lr_scheduler"], scheduler)
@@ -154,7 +159,7 @@ def _run(args, entry, d):
     ddp = torch.compile(ddp) if args.compile else ddp  # after DDP, as torch recommends; eval stays eager
 
     # the resolved configuration, with what the flags left to the data, the model and the processes
-    config = plain({**args.as_dict(), "T": model.T, "num_classes": num_classes, "lr": lr,
+    config = plain({**args.as_dict(), **model.architecture, "num_classes": num_classes, "lr": lr,
                     "world_size": d.world_size, "effective_batch_size": effective_batch,
                     "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir)})
     log = RunLog(run_dir, Path(args.log_dir) if args.log_dir else run_dir / "tensorboard", d.main)

@@ -116,6 +116,27 @@ class ModelConfig:
             values["model_kwargs"] = {**self.model_kwargs, **parse_model_kwargs(values["model_kwargs"])}
         return dataclasses.replace(self, **values)
 
+    def flags_for(self, values):
+        """The command line that would turn this configuration into one with `values` (a dict of
+        fields), for the fields where they differ: e.g. ['--embed-dim 64', '--no-fb-lidiff']."""
+        out = []
+        for f in dataclasses.fields(self):
+            if f.name not in values or values[f.name] == getattr(self, f.name):
+                continue
+            if f.name == "model" and str(values["model"]).lower() == str(self.model).lower():
+                continue
+            value, flag = values[f.name], next(o for o in f.metadata["flags"] if o.startswith("--"))
+            if f.metadata["argparse"].get("action") is argparse.BooleanOptionalAction:
+                out.append(flag if value else f"--no-{flag[2:]}")
+            elif isinstance(value, dict):
+                out.append(f"{flag} " + " ".join(f"{k}={v}" for k, v in value.items()))
+            elif isinstance(value, (list, tuple)):
+                if list(value) != list(getattr(self, f.name) or ()):
+                    out.append(f"{flag} " + " ".join(map(str, value)))
+            else:
+                out.append(f"{flag} {value}")
+        return out
+
     def kwargs(self):
         """The constructor keywords (None fields left to the variant)."""
         out = {}

@@ -139,6 +139,8 @@ class SpiLiFormer(nn.Module):
         shallow_attn = get_attn_layer(shallow_attn or ("ff_lidiff" if ff_lidiff else "token"))
         deep_attn = get_attn_layer(deep_attn or "fb_lidiff")
         self.T = T
+        # the shape-giving settings as resolved (variant defaults included), for checkpoint records
+        self.architecture = dict(T=T, embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratio)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.fb_lidiff = fb_lidiff

@@ -116,6 +116,7 @@ def test_mismatched_checkpoint_lists_the_keys(cifar_root, tmp_path):
                      *TINY_RUN, "--embed-dim", "128", "--eval", "--resume",
                      str(tmp_path / "small" / "checkpoint-last.pth"), expect=1)
     assert "checkpoint does not match the model" in out and "shape mismatches" in out
+    assert "was trained with --embed-dim 64" in out and "add that to the command line" in out
 
 
 def test_checksums_are_verified_by_default(cifar_root):

@@ -89,3 +89,12 @@ def test_a_saved_run_rebuilds_in_the_tools(tmp_path):
     loaded = load_model(build_parser("t").parse_args(["--checkpoint", str(path), "--device", "cpu"]))
     assert loaded.T == 2 and loaded.dims[-1] == 64
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_flags_for_names_the_command_line_of_a_recorded_configuration():
+    run = ModelConfig(model="spiliformer_4_384", T=4, embed_dim=128)
+    record = {"model": "SpiLiFormer_4_384", "T": 4, "embed_dim": 64, "depths": [1, 1, 1], "fb_lidiff": False,
+              "model_kwargs": {"shallow_attn": "token"}}
+    assert run.flags_for(record) == ["--embed-dim 64", "--depths 1 1 1", "--no-fb-lidiff",
+                                     "--model-kwargs shallow_attn=token"]
+    assert run.flags_for({"T": 4, "model": "spiliformer_4_384"}) == []
