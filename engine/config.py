@@ -248,6 +248,8 @@ def read_recipe(parser, path):
     if unknown:
         parser.error(f"{path}: unknown keys {unknown}; keys are the flags' names with underscores "
                      "(see --help)")
+    if isinstance(recipe.get("img_size"), int):  # one side, as `--img-size 224` gives it
+        recipe["img_size"] = [recipe["img_size"]]
     for key, value in recipe.items():
         problem = value_problem(actions[key], value)
         if problem:

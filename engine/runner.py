@@ -55,9 +55,9 @@ def model_settings(args, num_classes):
     return ModelConfig.from_args(args).updated({"num_classes": num_classes})
 
 
-def create_model(args, num_classes):
+def create_model(args, num_classes, settings=None):
     """The model of a resolved configuration, for the dataset's number of classes."""
-    model = model_settings(args, num_classes).build()
+    model = (settings or model_settings(args, num_classes)).build()
     if args.img_size is not None and any(s % model.reduction for s in input_size(args)):
         raise ConfigError(f"--img-size {args.img_size}: the model needs sides divisible by {model.reduction}")
     return model
@@ -105,8 +105,9 @@ def _run(args, entry, d):
     train_set, val_set, num_classes = entry.build(entry, args, not args.eval)
     if args.num_classes not in (None, num_classes):
         raise ConfigError(f"--num-classes {args.num_classes} but the dataset has {num_classes} classes")
-    model = create_model(args, num_classes).to(d.device)
-    settings = model_settings(args, num_classes).updated(model.architecture)  # as checkpoints record it
+    settings = model_settings(args, num_classes)
+    model = create_model(args, num_classes, settings).to(d.device)
+    settings = settings.updated(model.architecture)  # as checkpoints record it
     train_loader, val_loader = make_loaders(train_set, val_set, args, d)
 
     if args.eval:

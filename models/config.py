@@ -188,7 +188,7 @@ def value_problem(action, value):
         return None if isinstance(value, bool) else "is not true or false"
     many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
     values = value if many and isinstance(value, (list, tuple)) else [value]
-    if many and not isinstance(value, (list, tuple)) and action.dest != "img_size":
+    if many and not isinstance(value, (list, tuple)):
         return "is not a list"
     kind = action.type or str
     for v in values:

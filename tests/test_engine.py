@@ -242,3 +242,15 @@ def test_a_short_last_accumulation_group_is_averaged_over_its_own_size():
     train_one_epoch(model, lambda out, y: out.sum(), loader, optimizer, scaler, Dist(), 1, accum_iter=2,
                     log_interval=100)
     assert model.w.item() == pytest.approx(-(1.0 + 3.0) / 2 - 10.0)
+
+
+def test_a_recipe_may_give_one_image_side_but_not_one_depth(tmp_path, capsys):
+    from engine import registry
+    from engine.config import parse_command_line
+    recipe = tmp_path / "r.yml"
+    recipe.write_text("img_size: 64\n")
+    assert parse_command_line(registry.get("imagenet"), ["--config", str(recipe)]).img_size == [64]
+    recipe.write_text("depths: 4\n")
+    with pytest.raises(SystemExit):
+        parse_command_line(registry.get("cifar10"), ["--config", str(recipe)])
+    assert "depths: 4 is not a list" in capsys.readouterr().err
