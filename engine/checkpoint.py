@@ -92,7 +92,7 @@ def restore(path, model, optimizer=None, scheduler=None, scaler=None, settings=N
     try:
         model.load_state_dict(models.checkpoint_filter_fn(state, model))
     except CheckpointMismatchError as exc:
-        flags = settings.flags_for(ModelConfig.recorded_in(state)) if settings is not None else []
+        flags = settings.flags_for(ModelConfig.recorded_in(state, path)) if settings is not None else []
         if not flags:
             raise
         raise CheckpointMismatchError(f"{exc}\n  {path} was trained with {' '.join(flags)}: add that to the "

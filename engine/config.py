@@ -11,7 +11,8 @@ import sys
 
 import yaml
 
-from models.config import ModelConfig, parse_model_kwargs, value_problem
+from models import ConfigError
+from models.config import ModelConfig, file_settings, parse_model_kwargs, value_problem
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -254,6 +255,11 @@ def read_recipe(parser, path):
         problem = value_problem(actions[key], value)
         if problem:
             parser.error(f"{path}: {key}: {value!r} {problem}")
+    if "model_kwargs" in recipe:  # a shared recipe is data: model settings only
+        try:
+            recipe["model_kwargs"] = file_settings(parse_model_kwargs(recipe["model_kwargs"]), path)
+        except ConfigError as exc:
+            parser.error(str(exc))
     return recipe
 
 

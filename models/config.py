@@ -17,6 +17,7 @@ import yaml
 
 from .errors import ConfigError
 from .neurons import BACKENDS, NEURONS
+from .spiliformer import SpiLiFormer
 
 
 def setting(default, *flags, help=None, kwarg=None, recorded=(), **argparse_kw):
@@ -87,9 +88,9 @@ class ModelConfig:
         return cls().updated(vars(args))
 
     @classmethod
-    def recorded_in(cls, checkpoint):
+    def recorded_in(cls, checkpoint, source="the checkpoint"):
         """{field: value} a checkpoint's "args" record (ours by field name, QKFormer/MAE's by theirs);
-        a model name only if it is one of ours."""
+        a model name only if it is one of ours; its model_kwargs only as `file_settings` allows."""
         recorded = recorded_args(checkpoint)
         actions = {a.dest: a for a in cls.add_flags(argparse.ArgumentParser(add_help=False))._actions}
         found = {}
@@ -102,8 +103,8 @@ class ModelConfig:
                       if recorded.get(n) is not None and not value_problem(actions[f.name], recorded[n])]
             if values:
                 found[f.name] = values[0]
-        if not isinstance(found.get("model_kwargs", {}), dict):
-            found.pop("model_kwargs")
+        if "model_kwargs" in found:
+            found["model_kwargs"] = file_settings(found["model_kwargs"], source)
         if str(found.get("model", "")).lower() not in timm.list_models("spiliformer*"):
             found.pop("model", None)
         return found
@@ -170,6 +171,41 @@ def parse_model_kwargs(items):
             raise ConfigError(f"--model-kwargs takes NAME=VALUE items, got {item!r}")
         kwargs[key] = yaml.safe_load(value) if value else None
     return kwargs
+
+
+def file_settings(kwargs, source):
+    """Model constructor arguments read from a file (a checkpoint's record, a yml recipe): data, so only
+    the model's declared SpiLiFormer.SETTINGS, each a plain value of its kind. Anything else would let
+    the file steer timm.create_model (pretrained=True with a pretrained_cfg_overlay URL and a cache_dir
+    fetches and writes files); one ConfigError line names the key."""
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{source}: model_kwargs is a {type(kwargs).__name__}, expected a mapping of model "
+                          "settings")
+    for key, value in kwargs.items():
+        if key not in SpiLiFormer.SETTINGS:
+            raise ConfigError(f"{source}: model_kwargs {key!r} is not a model setting, and only model settings "
+                              f"({', '.join(SpiLiFormer.SETTINGS)}) are taken from a file; if you trust it, "
+                              f"give --model-kwargs {key}=... on your own command line")
+        problem = setting_problem(SpiLiFormer.SETTINGS[key], value)
+        if problem:
+            raise ConfigError(f"{source}: model_kwargs {key}: {value!r} {problem}")
+    return dict(kwargs)
+
+
+def setting_problem(kind, value):
+    """Why `value` is not a plain value of `kind` (a type, [type] for a list, or a tuple of allowed
+    strings), or None."""
+    if isinstance(kind, tuple):
+        return None if value in kind and isinstance(value, str) else f"is not one of {list(kind)}"
+    if isinstance(kind, list):
+        if not isinstance(value, (list, tuple)):
+            return "is not a list"
+        return next(filter(None, (setting_problem(kind[0], v) for v in value)), None)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        return f"is not {'an' if kind is int else 'a'} {kind.__name__}"
+    return None
 
 
 def recorded_args(checkpoint):

@@ -16,7 +16,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from . import neurons
 from .checkpoint import checkpoint_filter_fn
-from .attention import Feedback, get_attn_layer
+from .attention import ATTENTION_LAYERS, Feedback, get_attn_layer
 from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, DropPath, SpikingMLP, stage_embed
 from .neurons import LIF
 
@@ -119,6 +119,16 @@ class SpiLiFormer(nn.Module):
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
     """
+
+    # What the weights are: the constructor arguments a checkpoint's record or a recipe may set, as
+    # plain values of these kinds (a type, a list of one type, or the allowed strings; models/config.py
+    # checks them). The rest of what the constructor and timm.create_model take (backend, pretrained,
+    # pretrained_cfg_overlay, cache_dir, ...) comes from the user's own code or command line only.
+    SETTINGS = dict(stem=tuple(STEMS), in_chans=int, num_classes=int, embed_dim=int, depths=[int],
+                    num_heads=int, mlp_ratio=float, T=int, ff_lidiff=bool, fb_lidiff=bool,
+                    feedback_scale=float, chained_feedback=bool, drop_path_rate=float,
+                    neuron=tuple(neurons.NEURONS), legacy=bool, shallow_attn=tuple(ATTENTION_LAYERS),
+                    deep_attn=tuple(ATTENTION_LAYERS))
 
     def __init__(self, stem="imagenet", in_chans=3, num_classes=1000, embed_dim=768, depths=(1, 2, 7),
                  num_heads=12, mlp_ratio=4.0, T=4, ff_lidiff=True, fb_lidiff=True, feedback_scale=1.0,

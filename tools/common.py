@@ -38,7 +38,7 @@ def load_model(args):
     the dataset's paper model; weights from --checkpoint."""
     entry = DATASETS[args.dataset]
     checkpoint = models.read_checkpoint(args.checkpoint) if args.checkpoint else None
-    recorded = ModelConfig.recorded_in(checkpoint)
+    recorded = ModelConfig.recorded_in(checkpoint, args.checkpoint)
     cfg = ModelConfig(model=entry.model, num_classes=entry.num_classes).updated(recorded).updated(vars(args))
     model = cfg.build()
     size = args.input_size or recorded_input_size(checkpoint)
