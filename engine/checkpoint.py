@@ -5,15 +5,20 @@ and periodic ones are hard links to the file written for the epoch (no copy, and
 a kill leaves the best file holding an older epoch than the run reports; see `repair_best`).
 """
 import errno
+import fcntl
+import io
+import itertools
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import torch
 from timm.scheduler import PlateauLRScheduler
 
 import models
-from models import CheckpointError, CheckpointMismatchError
+from models import CheckpointError, CheckpointMismatchError, ConfigError, UserError
 from models.config import ModelConfig
 
 
@@ -28,22 +33,46 @@ def plain(value):
     return str(value)
 
 
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EIO)
+
+
+class _RecordingFile(io.RawIOBase):
+    """A file whose write errors are kept: torch.save reports a failed write as a RuntimeError
+    ("file write failed"), which no longer says why; this keeps the OSError (ENOSPC, ...)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+
 def save_atomic(obj, path):
     """Write to a temporary file, flush to disk, then rename: a crash leaves the old file intact, and a
-    failed write (a full disk) leaves no temporary file behind."""
+    failed write (a full disk) leaves no temporary file behind and is one CheckpointError line."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    recording = None
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            recording = _RecordingFile(f)
+            torch.save(obj, recording)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
-            raise CheckpointError(f"cannot write {path}: {exc.strerror}; the previous checkpoint is intact "
-                                  "(free space or fix permissions, then continue with --resume)") from None
+        cause = exc if isinstance(exc, OSError) else getattr(recording, "error", None)
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRORS:
+            raise CheckpointError(f"cannot write {path}: {cause.strerror or cause}; the previous checkpoint is "
+                                  "intact (free space or fix permissions, then continue with --resume)") from None
         raise
 
 
@@ -119,12 +148,81 @@ def schedule_changes(saved, scheduler):
     return ", ".join(f"{k} {saved[k]} -> {now[k]}" for k in keys)
 
 
-def checkpoint_epoch(path):
-    """The epoch a checkpoint of ours records (memory-mapped, so cheap), or None."""
+def _peek(path):
+    """A checkpoint of ours, memory-mapped (cheap), or None when absent or unreadable."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # absent or unreadable: there is nothing to compare
         return None
+
+
+def checkpoint_epoch(path):
+    """The epoch whose end a checkpoint of ours holds, or None (also for a mid-epoch one)."""
+    state = _peek(path)
+    return state.get("epoch") if isinstance(state, dict) and "position" not in state else None
+
+
+def progress_of(path):
+    """(epochs done, steps into the next) of a checkpoint of ours, or None."""
+    state = _peek(path)
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        return None
+    position = state.get("position") or {}
+    return (state["epoch"] + 1, position.get("step", 0))
+
+
+def mid_epoch_position(state, args, d):
+    """The position a mid-epoch checkpoint (saved on a signal) continues from, or None. Continuing
+    exactly needs the same batches: the same batch size, accumulation and number of processes."""
+    position = state.get("position")
+    if not position:
+        return None
+    now = {"batch_size": args.batch_size, "accum_iter": args.accum_iter, "world_size": d.world_size}
+    differ = {k: (position[k], v) for k, v in now.items() if position[k] != v}
+    if differ:
+        flags = {"batch_size": "--batch-size", "accum_iter": "--accum-iter", "world_size": "processes"}
+        raise CheckpointError(f"{args.resume} stopped mid-epoch; continuing it needs the run's "
+                              + ", ".join(f"{flags[k]} {saved} (now {v})" for k, (saved, v) in differ.items()))
+    return position
+
+
+def check_finite(model, when, run_dir):
+    """A model whose weights or BN statistics are not finite is never saved (nor marked best): the
+    checkpoints on disk stay the last good state."""
+    bad = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise NonFiniteState(f"{len(bad)} tensors of the model are nan/inf {when} (first: {bad[0]}), so nothing "
+                             f"was saved: the run diverged (lower --lr?); the last good state is "
+                             f"{run_dir / 'checkpoint-last.pth'}, if one was written")
+
+
+class NonFiniteState(UserError):
+    """Weights or running statistics that became nan/inf."""
+
+
+def lock_run_folder(run_dir):
+    """Hold run_dir/run.lock for this process's life (an advisory lock the system releases when the
+    process ends, however it ends), so two runs never write into one folder. Returns the open file."""
+    path = run_dir / "run.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"{run_dir} is in use by {owner}; wait for that run to end, or choose another "
+                          "output folder") from None
+    except OSError as exc:  # a filesystem without locks (some network mounts): say so and go on
+        print(f"note: cannot lock {path} ({exc.strerror}); make sure no other run writes into {run_dir}",
+              flush=True)
+        return f
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    return f
 
 
 def repair_best(resume, state, run_dir):

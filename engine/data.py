@@ -1,9 +1,11 @@
 """Data loading shared by the scripts: samplers, loaders, timm transforms, and the CIFAR datasets."""
 import pickle
+import random
 import socket
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 from timm.data import Mixup, create_transform
 from timm.data.auto_augment import AutoAugment, RandAugment
@@ -14,6 +16,7 @@ from torchvision.datasets.utils import check_integrity, download_and_extract_arc
 from models import UserError
 
 from .config import input_size
+from .preemption import ignore_stop_signals
 
 
 class DatasetError(UserError):
@@ -34,24 +37,72 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+class TrainSampler(DistributedSampler):
+    """DistributedSampler's order (a seeded permutation per epoch; process r takes every world_size-th
+    index), as (epoch, index) keys for SeededSamples, from sample `start` of this process's share on:
+    a run stopped mid-epoch continues with the very batch it would have drawn next."""
+
+    def __init__(self, dataset, num_replicas, rank, seed):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.start = 0
+
+    def set_epoch(self, epoch, start=0):
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in list(super().__iter__())[self.start:])
+
+    def __len__(self):
+        return self.num_samples - self.start
+
+
+class SeededSamples(Dataset):
+    """Each training sample draws its augmentation from its own seed (run seed, epoch, index) rather
+    than from whichever loader worker happens to read it, so a batch's data does not depend on
+    --workers, and a resumed run (mid-epoch too) draws exactly what the straight run drew. The
+    caller's random state is left as it was (it matters when loading runs in the main process)."""
+
+    def __init__(self, dataset, seed):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        seed = hash((self.seed, epoch, index)) & (2 ** 63 - 1)  # ints hash the same in every process
+        random.seed(seed)
+        np.random.seed(seed % 2 ** 32)
+        torch.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+
 def make_loaders(train_set, val_set, args, d):
-    """`train_set` None (--eval) gives no training loader. Training order is a seeded permutation per epoch, the same for any number of processes
-    (process r takes every world_size-th index), so runs are repeatable and resumable."""
+    """`train_set` None (--eval) gives no training loader. Training order and augmentation are functions
+    of (seed, epoch, index), the same for any number of processes and workers, so runs are repeatable
+    and resumable (TrainSampler, SeededSamples)."""
     if len(val_set) == 0:
         raise DatasetError("the validation split is empty; the dataset has too few samples per class")
     if args.dist_eval:
         val_sampler = ShardSampler(len(val_set), d.rank, d.world_size)
     else:
         val_sampler = ShardSampler(len(val_set), 0, 1) if d.main else ShardSampler(0, 0, 1)
-    common = dict(num_workers=args.workers, pin_memory=d.device.type == "cuda")
+    common = dict(num_workers=args.workers, pin_memory=d.device.type == "cuda",
+                  worker_init_fn=ignore_stop_signals if args.workers else None)
     val_loader = DataLoader(val_set, batch_size=args.val_batch_size or args.batch_size, sampler=val_sampler,
                             **common)
     if train_set is None:  # --eval
         return None, val_loader
-    train_sampler = DistributedSampler(train_set, num_replicas=d.world_size, rank=d.rank, shuffle=True,
-                                       seed=args.seed, drop_last=True)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=train_sampler, drop_last=True,
-                              **common)
+    train_sampler = TrainSampler(train_set, d.world_size, d.rank, args.seed)
+    train_loader = DataLoader(SeededSamples(train_set, args.seed), batch_size=args.batch_size,
+                              sampler=train_sampler, drop_last=True, **common)
     if len(train_loader) == 0:
         raise DatasetError(f"{len(train_set)} training samples make no full batch of {args.batch_size} per "
                            f"process on {d.world_size} process(es); lower --batch-size")

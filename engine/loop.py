@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from models import UserError
 
 from .distributed import all_reduce_sum
+from .preemption import set_rng_state
 from .runlog import Meter, Progress
 
 
@@ -48,24 +49,34 @@ def train_step(model, criterion, images, targets, optimizer, scaler, *, amp_dtyp
 
 
 def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, amp_dtype=None, mixup=None,
-                    accum_iter=1, clip_grad=None, log_interval=50, header="", scheduler=None, num_updates=0):
-    """Returns {'loss': mean, 'img_s': throughput}. Raises NonFiniteLoss on nan/inf.
+                    accum_iter=1, clip_grad=None, log_interval=50, header="", scheduler=None, num_updates=0,
+                    start_step=0, resumed=None, stop=None):
+    """Returns {'loss': mean, 'img_s': throughput, 'stopped_at': None or the next step}. Raises
+    NonFiniteLoss on nan/inf.
 
     `scheduler.step_update` is told the running update count (timm: a no-op unless the schedule is
-    per update); `num_updates` is the count before this epoch.
+    per update); `num_updates` is the count before `start_step`. A mid-epoch resume passes the step
+    to continue from (the loader's sampler already starts there) and `resumed`, the stopped run's
+    {'rng': this process's random state, 'meter': its running sums}. With `stop` (StopSignals), a
+    signal ends the epoch after the update in flight: 'stopped_at' is then the step to resume at.
     """
     model.train()
     meter = Meter()
-    progress = Progress(header, len(loader), log_interval, enabled=d.main)
+    total = start_step + len(loader)
+    progress = Progress(header, total, log_interval, enabled=d.main)
     optimizer.zero_grad(set_to_none=True)
-    for step, (images, targets) in enumerate(loader):
+    batches = iter(loader)  # draws the loader's base seed: before the resumed random state is put back
+    if resumed is not None:
+        set_rng_state(resumed["rng"], d.device)
+        meter.load(resumed["meter"])
+    for step, (images, targets) in enumerate(batches, start_step):
         images = images.to(d.device, non_blocking=True)
         targets = targets.to(d.device, non_blocking=True)
         if mixup is not None:
             images, targets = mixup(images, targets)
-        update = (step + 1) % accum_iter == 0 or step + 1 == len(loader)
+        update = (step + 1) % accum_iter == 0 or step + 1 == total
         # a short last group (len(loader) not a multiple of accum_iter) is averaged over its own size
-        group = min(accum_iter, len(loader) - step // accum_iter * accum_iter)
+        group = min(accum_iter, total - step // accum_iter * accum_iter)
         # DDP all-reduces gradients only on the micro-step that updates the weights
         sync = model.no_sync() if d.enabled and not update else contextlib.nullcontext()
         try:
@@ -73,14 +84,18 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, d, epoch, *, am
                 value = train_step(model, criterion, images, targets, optimizer, scaler, amp_dtype=amp_dtype,
                                    accum_iter=group, update=update, clip_grad=clip_grad)
         except NonFiniteLoss as exc:
-            raise NonFiniteLoss(f"{exc} at epoch {epoch}, step {step + 1}/{len(loader)}") from None
+            raise NonFiniteLoss(f"{exc} at epoch {epoch}, step {step + 1}/{total}") from None
         if update:
             num_updates += 1
             if scheduler is not None:
                 scheduler.step_update(num_updates=num_updates)
         meter.update(n=images.shape[0], loss=value)
         progress.step(step, images.shape[0] * d.world_size, meter, optimizer.param_groups[0]["lr"])
-    return {"loss": meter.avg("loss"), "img_s": progress.images_per_second()}
+        # stop between updates only: accumulated gradients are not part of a checkpoint
+        if update and step + 1 < total and stop is not None and stop.agreed(d):
+            return {"loss": meter.avg("loss"), "img_s": progress.images_per_second(), "stopped_at": step + 1,
+                    "meter": meter.state()}
+    return {"loss": meter.avg("loss"), "img_s": progress.images_per_second(), "stopped_at": None}
 
 
 @torch.no_grad()

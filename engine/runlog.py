@@ -26,8 +26,12 @@ class Meter:
     def avg(self, key):
         return self.sums[key] / max(self.counts[key], 1)
 
-    def averages(self):
-        return {k: self.avg(k) for k in self.sums}
+    def state(self):
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load(self, state):
+        self.sums.update(state["sums"])
+        self.counts.update(state["counts"])
 
 
 class Progress:
@@ -71,6 +75,16 @@ class RunLog:
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(key.replace("_", "/", 1), value, step)
         self.writer.flush()
+
+    def ensure(self, record):
+        """Append `record` unless log.txt already has its epoch (a kill can fall between a checkpoint
+        and its log line; the checkpoint carries the line)."""
+        if not self.enabled:
+            return
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        logged = {json.loads(line).get("epoch") for line in lines if line.strip().startswith("{")}
+        if record["epoch"] not in logged and (not logged or record["epoch"] > max(logged)):
+            self.epoch(record)
 
     def close(self):
         if self.writer is not None:

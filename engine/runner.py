@@ -18,13 +18,15 @@ import models
 from models import ConfigError, SpiLiFormerLoss, UserError, linear_alpha, user_message
 from models.config import ModelConfig
 
-from .checkpoint import plain, repair_best, restore, save_epoch, schedule_changes, training_state
+from .checkpoint import (check_finite, lock_run_folder, mid_epoch_position, plain, progress_of, repair_best, restore,
+                         save_atomic, save_epoch, schedule_changes, training_state)
 from . import registry
 from .config import input_size, parse_command_line
 from .data import make_loaders, make_mixup
 from .distributed import init_distributed, shutdown, sync_buffers
 from .runlog import RunLog, fmt_time
 from .loop import eval_line, evaluate, train_one_epoch, updates_per_epoch
+from .preemption import Interrupted, StopSignals, gather_rng_states
 
 
 def main(dataset, argv=None):
@@ -37,7 +39,8 @@ def run(args, entry):
     """Train (or --eval) with the resolved configuration `args` on `entry`'s data."""
     d = init_distributed(args.device)
     try:
-        return _run(args, entry, d)
+        with StopSignals(verbose=d.main) as stop:
+            return _run(args, entry, d, stop)
     except UserError as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr, flush=True)
         return 1
@@ -87,6 +90,9 @@ def claim_run_folder(args, d, T):
                 return folder
             except FileExistsError:
                 continue
+    if args.experiment and (Path(args.experiment).is_absolute() or ".." in Path(args.experiment).parts):
+        raise ConfigError(f"--experiment {args.experiment}: a sub-folder of --output, without '..'; to write "
+                          "elsewhere, change --output")
     folder = Path(args.output) / args.experiment if args.experiment else Path(args.resume).resolve().parent
     continuing = bool(args.resume) and Path(args.resume).resolve().parent == folder.resolve()
     taken = sorted(p.name for p in folder.glob("checkpoint-*.pth")) + \
@@ -94,12 +100,24 @@ def claim_run_folder(args, d, T):
     if taken and not continuing:
         raise ConfigError(f"{folder} already holds another run ({', '.join(taken[:3])}); continue it with "
                           f"--resume {folder / 'checkpoint-last.pth'}, or choose another output folder")
+    last = folder / "checkpoint-last.pth"
+    if continuing and last.resolve() != Path(args.resume).resolve():
+        ahead, behind = progress_of(last), progress_of(args.resume)
+        if ahead is not None and behind is not None and ahead > behind:
+            raise ConfigError(f"{last} is further on ({describe_progress(ahead)}) than {args.resume} "
+                              f"({describe_progress(behind)}), and continuing here would replace it; continue "
+                              f"from {last}, or branch into a new folder with --experiment NAME")
     if d.main:
         folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def _run(args, entry, d):
+def describe_progress(progress):
+    epoch, step = progress
+    return f"epoch {epoch} done" if not step else f"epoch {epoch + 1}, step {step}"
+
+
+def _run(args, entry, d, stop):
     seed_everything(args.seed + d.rank)
     amp_dtype = amp_dtype_for(args, d)
     train_set, val_set, num_classes = entry.build(entry, args, not args.eval)
@@ -120,6 +138,7 @@ def _run(args, entry, d):
         return 0
 
     run_dir = claim_run_folder(args, d, model.T)
+    lock = lock_run_folder(run_dir) if d.main else None  # released when the process ends
     mixup = make_mixup(args, num_classes)
     if mixup is not None and args.batch_size % 2:
         raise ConfigError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
@@ -140,21 +159,24 @@ def _run(args, entry, d):
     if args.warmup_prefix:
         num_epochs = args.epochs + args.cooldown_epochs
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
-    start_epoch, best_acc, best_epoch = 0, None, None
+    start_epoch, best_acc, best_epoch, position = 0, None, None, None
     if args.finetune and not args.resume:
         models.load_checkpoint(model, args.finetune, strict=False)
     if args.resume:
         state = restore(args.resume, model, optimizer, scheduler, scaler, settings=settings)
         start_epoch, best_acc, best_epoch = state["epoch"] + 1, state.get("best_acc"), state.get("best_epoch")
+        position = mid_epoch_position(state, args, d)
         if d.main:
             changes = schedule_changes(state["lr_scheduler"], scheduler)
-            print(f"resuming {args.resume} at epoch {start_epoch + 1} of {num_epochs}"
+            where = f", step {position['step']}" if position else ""
+            print(f"resuming {args.resume} at epoch {start_epoch + 1} of {num_epochs}{where}"
                   + (f"; the lr schedule follows the command line ({changes})" if changes else ""), flush=True)
             repair_best(args.resume, state, run_dir)
     if args.start_epoch is not None:
-        start_epoch = args.start_epoch
+        start_epoch, position = args.start_epoch, None
+    start_step = position["step"] if position else 0
     scheduler.step(start_epoch)
-    scheduler.step_update(num_updates=start_epoch * steps)
+    scheduler.step_update(num_updates=start_epoch * steps + start_step // args.accum_iter)
     ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
         if d.enabled else model
     ddp = torch.compile(ddp) if args.compile else ddp  # after DDP, as torch recommends; eval stays eager
@@ -164,6 +186,8 @@ def _run(args, entry, d):
                     "world_size": d.world_size, "effective_batch_size": effective_batch,
                     "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir)})
     log = RunLog(run_dir, Path(args.log_dir) if args.log_dir else run_dir / "tensorboard", d.main)
+    if args.resume and state.get("log_record") and Path(args.resume).resolve().parent == run_dir.resolve():
+        log.ensure(state["log_record"])  # the line a kill between the save and the log write lost
     if d.main:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
         print(yaml.safe_dump(config, sort_keys=True), end="")
@@ -174,18 +198,35 @@ def _run(args, entry, d):
               f"{len(train_set)} training / {len(val_set)} validation samples, run folder {run_dir}", flush=True)
 
     started = time.time()
+    stop.armed = True  # from here a signal is a request: the loop saves, then the run exits
     for epoch in range(start_epoch, num_epochs):
         # each epoch's randomness depends on (seed, epoch, rank) only, so --resume continues exactly
         seed_everything(args.seed + 10007 * epoch + d.rank)
-        train_loader.sampler.set_epoch(epoch)
+        step = start_step if epoch == start_epoch else 0
+        train_loader.sampler.set_epoch(epoch, start=step * args.batch_size)
         if args.alpha_end is not None:
             criterion.alpha = linear_alpha(epoch, num_epochs, args.alpha, args.alpha_end)
         epoch_mixup = mixup if not (args.mixup_off_epoch and epoch >= args.mixup_off_epoch) else None
         header = f"epoch {epoch + 1}/{num_epochs}"
+        resumed = {"rng": position["rng"][d.rank], "meter": position["meter"]} if step else None
         stats = train_one_epoch(ddp, criterion, train_loader, optimizer, scaler, d, epoch + 1,
                                 amp_dtype=amp_dtype, mixup=epoch_mixup, accum_iter=args.accum_iter,
                                 clip_grad=args.clip_grad, log_interval=args.log_interval, header=header,
-                                scheduler=scheduler, num_updates=epoch * steps)
+                                scheduler=scheduler, num_updates=epoch * steps + step // args.accum_iter,
+                                start_step=step, resumed=resumed, stop=stop)
+        if stats["stopped_at"] is not None:
+            position = {"epoch": epoch, "step": stats["stopped_at"], "rng": gather_rng_states(d),
+                        "meter": stats["meter"], "world_size": d.world_size, "batch_size": args.batch_size,
+                        "accum_iter": args.accum_iter}
+            if d.main:
+                check_finite(model, f"at epoch {epoch + 1}, step {position['step']}", run_dir)
+                state = training_state(model, optimizer, scheduler, scaler, epoch - 1, best_acc, best_epoch,
+                                       config)
+                save_atomic({**state, "position": position}, run_dir / "checkpoint-last.pth")
+                print(f"{stop.name}: saved epoch {epoch + 1}, step {position['step']}/{len(train_loader) + step} "
+                      f"to {run_dir / 'checkpoint-last.pth'}; continue with the same command and --resume "
+                      f"{run_dir / 'checkpoint-last.pth'}", file=sys.stderr, flush=True)
+            raise Interrupted(stop.signum)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(epoch + 1)
         sync_buffers(model, d)
@@ -195,17 +236,24 @@ def _run(args, entry, d):
         if is_best:
             best_acc, best_epoch = accuracy, epoch
         if d.main:
-            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config)
-            save_epoch(state, run_dir, is_best, keep_epoch=args.save_every and (epoch + 1) % args.save_every == 0)
-            done = epoch + 1 - start_epoch
-            eta = (time.time() - started) / done * (num_epochs - epoch - 1)
-            print(f"{header} train loss {stats['loss']:.4f} lr {lr:.2e} {stats['img_s']:.1f} img/s | "
-                  f"{eval_line(result)} | best top-1 {best_acc:.2f}% | eta {fmt_time(eta)}", flush=True)
+            check_finite(model, f"after epoch {epoch + 1}", run_dir)
             record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_lr": lr,
                       "train_img_s": stats["img_s"], "alpha": criterion.alpha}
             for name in ("pass1", "pass2"):
                 record.update({f"val_{name}_{k}": v for k, v in result[name].items()})
+            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config)
+            save_epoch({**state, "log_record": record}, run_dir, is_best,
+                       keep_epoch=args.save_every and (epoch + 1) % args.save_every == 0)
+            done = epoch + 1 - start_epoch
+            eta = (time.time() - started) / done * (num_epochs - epoch - 1)
+            print(f"{header} train loss {stats['loss']:.4f} lr {lr:.2e} {stats['img_s']:.1f} img/s | "
+                  f"{eval_line(result)} | best top-1 {best_acc:.2f}% | eta {fmt_time(eta)}", flush=True)
             log.epoch(record)
+        if epoch + 1 < num_epochs and stop.agreed(d):  # a signal during evaluation or the save
+            if d.main:
+                print(f"{stop.name}: epoch {epoch + 1} is saved in {run_dir / 'checkpoint-last.pth'}; continue "
+                      "with the same command and --resume on it", file=sys.stderr, flush=True)
+            raise Interrupted(stop.signum)
     log.close()
     if d.main:
         best = "-" if best_acc is None else f"{best_acc:.2f}%"

@@ -230,3 +230,71 @@ def test_finetune_from_a_timm_saver_checkpoint(cifar_root, tmp_path):
     out = train("cifar10", cifar_root, tmp_path, "--epochs", "1", "--experiment", "ft", "--num-heads", "8",
                 "--depths", "1", "1", "1", "-T", "2", "--no-ff-lidiff", "--no-fb-lidiff", "--finetune", str(ckpt))
     assert "epoch 1/1" in out and "partially" not in out  # every tensor fits: nothing re-initialised
+
+
+def start_script(script, *args):
+    """A train.py in its own process group (as a cluster job step), for a real signal."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, script, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def signal_after(proc, line_start, signum, group=True):
+    """Send `signum` once the run prints a line starting with `line_start`; returns (exit, output)."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(line_start):
+            (os.killpg if group else os.kill)(proc.pid, signum)
+            break
+    lines += proc.stdout.readlines()
+    proc.wait(timeout=300)
+    return proc.returncode, "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def bigger_cifar(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar_bigger")
+    write_cifar(root, "cifar10", train_per_batch=24)  # 120 images: 30 steps of 4
+    return root
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_sigterm_mid_epoch_saves_and_resume_continues_bit_exactly(bigger_cifar, tmp_path, workers):
+    """A real SIGTERM to the job's process group (workers included) mid-epoch: the run saves where it
+    is and exits 143; --resume reaches the straight run's weights and epoch losses bit for bit
+    (recipe augmentation and mixup on)."""
+    import signal
+    common = ["--output", str(tmp_path), "--config", "./cifar10/cifar10.yml", "-data-dir", str(bigger_cifar),
+              *TINY_RUN, "--epochs", "2", "-j", workers, "--log-interval", "1"]
+    run_script("./cifar10/train.py", *common, "--experiment", "straight")
+    code, out = signal_after(start_script("./cifar10/train.py", *common, "--experiment", "stopped"),
+                             "epoch 1/2 [ 9/30]", signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, out[-3000:]
+    assert "Traceback" not in out and "SIGTERM: saved epoch 1, step" in out and "--resume" in out
+    last = tmp_path / "stopped" / "checkpoint-last.pth"
+    assert torch.load(last, weights_only=True)["position"]["step"] >= 9
+    out = run_script("./cifar10/train.py", *common, "--resume", str(last))
+    assert "resuming" in out and ", step " in out
+    straight, resumed = weights(tmp_path / "straight" / "checkpoint-last.pth"), weights(last)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    logs = [[json.loads(x)["train_loss"] for x in (tmp_path / run / "log.txt").read_text().splitlines()]
+            for run in ("straight", "stopped")]
+    assert logs[0] == logs[1]
+
+
+def test_ctrl_c_is_one_line_and_a_second_stops_at_once(bigger_cifar, tmp_path):
+    import signal
+    common = ["--output", str(tmp_path), "--config", "./cifar10/cifar10.yml", "-data-dir", str(bigger_cifar),
+              *TINY_RUN, "--epochs", "2", "--log-interval", "1"]
+    code, out = signal_after(start_script("./cifar10/train.py", *common, "--experiment", "a"),
+                             "epoch 1/2 [ 3/30]", signal.SIGINT)
+    assert code == 128 + signal.SIGINT and "Traceback" not in out and "SIGINT: saved epoch 1" in out
+    proc = start_script("./cifar10/train.py", *common, "--experiment", "b")
+    for line in proc.stdout:
+        if line.startswith("epoch 1/2 [ 3/30]"):
+            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    out = proc.stdout.read()
+    assert proc.wait(timeout=300) == 128 + signal.SIGINT and "Traceback" not in out
