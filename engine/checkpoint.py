@@ -192,9 +192,17 @@ def check_finite(model, when, run_dir):
     bad = [name for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
            if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
-        raise NonFiniteState(f"{len(bad)} tensors of the model are nan/inf {when} (first: {bad[0]}), so nothing "
-                             f"was saved: the run diverged (lower --lr?); the last good state is "
-                             f"{run_dir / 'checkpoint-last.pth'}, if one was written")
+        last = run_dir / "checkpoint-last.pth"
+        progress = progress_of(last)
+        kept = (f"{last} ({describe_progress(progress)}) is the last good state" if progress
+                else "no checkpoint was written before")
+        raise NonFiniteState(f"{len(bad)} tensors of the model are nan/inf {when} (first: {bad[0]}): the run "
+                             f"diverged (lower --lr?); nothing was saved, {kept}")
+
+
+def describe_progress(progress):
+    epoch, step = progress
+    return f"epoch {epoch} done" if not step else f"epoch {epoch + 1}, step {step}"
 
 
 class NonFiniteState(UserError):

@@ -18,7 +18,7 @@ import models
 from models import ConfigError, SpiLiFormerLoss, UserError, linear_alpha, user_message
 from models.config import ModelConfig
 
-from .checkpoint import (check_finite, lock_run_folder, mid_epoch_position, plain, progress_of, repair_best, restore,
+from .checkpoint import (check_finite, describe_progress, lock_run_folder, mid_epoch_position, plain, progress_of, repair_best, restore,
                          save_atomic, save_epoch, schedule_changes, training_state)
 from . import registry
 from .config import input_size, parse_command_line
@@ -111,10 +111,6 @@ def claim_run_folder(args, d, T):
         folder.mkdir(parents=True, exist_ok=True)
     return folder
 
-
-def describe_progress(progress):
-    epoch, step = progress
-    return f"epoch {epoch} done" if not step else f"epoch {epoch + 1}, step {step}"
 
 
 def _run(args, entry, d, stop):

@@ -298,3 +298,98 @@ def test_ctrl_c_is_one_line_and_a_second_stops_at_once(bigger_cifar, tmp_path):
             break
     out = proc.stdout.read()
     assert proc.wait(timeout=300) == 128 + signal.SIGINT and "Traceback" not in out
+
+
+def _in_small_filesystem(folder, size, command):
+    """`command` (a shell line) with a `size` tmpfs mounted on `folder`, in a user namespace (no root
+    needed where unprivileged namespaces are allowed); None where that is not possible here."""
+    import shutil
+    if not shutil.which("unshare"):
+        return None
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {folder}"],
+                           capture_output=True)
+    if probe.returncode:
+        return None
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size={size} tmpfs {folder} && {command}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return proc.stdout + proc.stderr
+
+
+def test_a_really_full_disk_is_one_line_and_keeps_the_previous_checkpoint(bigger_cifar, tmp_path):
+    """A 4 MB filesystem holds epoch 1's checkpoint (2.6 MB) but not a second one beside it."""
+    out_dir = tmp_path / "small"
+    out_dir.mkdir()
+    check = ("import torch, pathlib; r = pathlib.Path('{0}/r'); "
+             "print('EPOCH', torch.load(r / 'checkpoint-last.pth', weights_only=True)['epoch'], "
+             "'TMP', sorted(p.name for p in r.glob('*.tmp')))").format(out_dir)
+    command = (f"{sys.executable} ./cifar10/train.py --output {out_dir} --experiment r --config ./cifar10/cifar10.yml "
+               f"-data-dir {bigger_cifar} {' '.join(TINY_RUN)} --epochs 3; echo EXIT $?; "
+               f"{sys.executable} -c \"{check}\"")
+    out = _in_small_filesystem(out_dir, "4m", command)
+    if out is None:
+        pytest.skip("no way to mount a small filesystem here (unshare -rm)")
+    assert "EXIT 1" in out and "Traceback" not in out, out[-3000:]
+    assert "error: cannot write" in out and "No space left on device" in out and "previous checkpoint is intact" in out
+    assert "EPOCH 0 TMP []" in out
+
+
+def test_a_diverged_state_with_a_finite_loss_is_never_saved_or_marked_best(bigger_cifar, tmp_path):
+    """--lr 100: the loss stays finite while BN's running statistics overflow to inf in epoch 2."""
+    out = train("cifar10", bigger_cifar, tmp_path, "--epochs", "3", "--warmup-lr", "1e-5", "--lr", "100",
+                "--experiment", "diverged", expect=1)
+    assert "Traceback" not in out and "nan/inf after epoch" in out and "running_" in out
+    run = tmp_path / "diverged"
+    for name in ("checkpoint-last.pth", "checkpoint-best.pth"):
+        if (run / name).exists():
+            state = torch.load(run / name, weights_only=True)["model"]
+            assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()), name
+
+
+def test_two_runs_started_together_into_one_folder_one_is_refused(bigger_cifar, tmp_path):
+    common = ["--output", str(tmp_path), "--config", "./cifar10/cifar10.yml", "-data-dir", str(bigger_cifar),
+              *TINY_RUN, "--epochs", "1", "--experiment", "shared"]
+    procs = [start_script("./cifar10/train.py", *common) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outs
+    refused = outs[[p.returncode for p in procs].index(1)]
+    assert "Traceback" not in refused and ("is in use by pid" in refused or "already holds another run" in refused)
+    lines = (tmp_path / "shared" / "log.txt").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1]
+
+
+def test_a_folder_held_by_a_live_run_is_refused_naming_it(bigger_cifar, tmp_path):
+    import fcntl
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    with open(folder / "run.lock", "w") as lock:
+        lock.write("pid 4242 on node7 since 2026-12-03 10:00:00\n")
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        out = train("cifar10", bigger_cifar, tmp_path, "--epochs", "1", "--experiment", "busy", expect=1)
+    assert "busy is in use by pid 4242 on node7" in out and "Traceback" not in out
+    train("cifar10", bigger_cifar, tmp_path, "--epochs", "1", "--experiment", "busy")  # released: free again
+
+
+def test_resuming_an_older_checkpoint_into_its_folder_never_goes_backwards(cifar_root, tmp_path):
+    train("cifar10", cifar_root, tmp_path, "--epochs", "3", "--save-every", "1", "--experiment", "run")
+    out = train("cifar10", cifar_root, tmp_path, "--epochs", "3", "--resume",
+                str(tmp_path / "run" / "checkpoint-1.pth"), expect=1)
+    assert "is further on (epoch 3 done)" in out and "--experiment" in out and "Traceback" not in out
+    assert torch.load(tmp_path / "run" / "checkpoint-last.pth", weights_only=True)["epoch"] == 2
+    lines = (tmp_path / "run" / "log.txt").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    train("cifar10", cifar_root, tmp_path, "--epochs", "3", "--experiment", "branch", "--resume",
+          str(tmp_path / "run" / "checkpoint-1.pth"))  # a branch in a new folder is fine
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "branch" / "log.txt").read_text().splitlines()] == [2, 3]
+
+
+def test_a_log_line_lost_between_checkpoint_and_log_is_written_on_resume(cifar_root, tmp_path):
+    train("cifar10", cifar_root, tmp_path, "--epochs", "2", "--experiment", "run")
+    log = tmp_path / "run" / "log.txt"
+    first, second = log.read_text().splitlines()
+    log.write_text(first + "\n")  # as a kill after saving epoch 2 and before its log line leaves it
+    train("cifar10", cifar_root, tmp_path, "--epochs", "3", "--resume", str(tmp_path / "run" / "checkpoint-last.pth"))
+    lines = log.read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3] and lines[1] == second
