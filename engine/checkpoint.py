@@ -4,6 +4,7 @@ A run keeps checkpoint-last.pth, checkpoint-best.pth and, if asked, checkpoint-E
 and periodic ones are hard links to the file written for the epoch (no copy, and no window in which
 a kill leaves the best file holding an older epoch than the run reports; see `repair_best`).
 """
+import contextlib
 import errno
 import fcntl
 import io
@@ -209,11 +210,24 @@ class NonFiniteState(UserError):
     """Weights or running statistics that became nan/inf."""
 
 
+@contextlib.contextmanager
 def lock_run_folder(run_dir):
-    """Hold run_dir/run.lock for this process's life (an advisory lock the system releases when the
-    process ends, however it ends), so two runs never write into one folder. Returns the open file."""
+    """Hold run_dir/run.lock (an advisory lock the system releases when the process ends, however it
+    ends), so two runs never write into one folder. A folder left holding nothing but the lock (a run
+    that failed before its first save) is removed on the way out."""
     path = run_dir / "run.lock"
     f = open(path, "a+")
+    _lock(f, path, run_dir)  # raises when another run holds it: then nothing here is ours to tidy
+    try:
+        yield
+    finally:
+        f.close()
+        if [p.name for p in run_dir.iterdir()] == ["run.lock"]:
+            path.unlink(missing_ok=True)
+            run_dir.rmdir()
+
+
+def _lock(f, path, run_dir):
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -225,12 +239,11 @@ def lock_run_folder(run_dir):
     except OSError as exc:  # a filesystem without locks (some network mounts): say so and go on
         print(f"note: cannot lock {path} ({exc.strerror}); make sure no other run writes into {run_dir}",
               flush=True)
-        return f
+        return
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
-    return f
 
 
 def repair_best(resume, state, run_dir):

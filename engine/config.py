@@ -7,6 +7,7 @@ multi-word flag is accepted with dashes and with underscores (`--batch-size`, `-
 the seed commands of every folder work; --help shows one spelling and the recipe's values.
 """
 import argparse
+import math
 import sys
 
 import yaml
@@ -139,6 +140,16 @@ def build_parser(description):
 
 
 POSITIVE = ("T", "epochs", "batch_size", "accum_iter", "val_batch_size", "log_interval")
+UNIT = ("in [0, 1]", lambda v: 0 <= v <= 1)
+RANGES = {  # float flags: (the rule, as --help would say it; the check); nan and inf never pass
+    "lr": ("> 0", lambda v: v > 0), "blr": ("> 0", lambda v: v > 0), "min_lr": (">= 0", lambda v: v >= 0),
+    "warmup_lr": (">= 0", lambda v: v >= 0), "weight_decay": (">= 0", lambda v: v >= 0),
+    "clip_grad": ("> 0", lambda v: v > 0), "smoothing": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "drop_path": ("in [0, 1)", lambda v: 0 <= v < 1), "mixup": (">= 0", lambda v: v >= 0),
+    "cutmix": (">= 0", lambda v: v >= 0), "color_jitter": (">= 0", lambda v: v >= 0),
+    "crop_pct": ("in (0, 1]", lambda v: 0 < v <= 1), "mixup_prob": UNIT, "mixup_switch_prob": UNIT,
+    "reprob": UNIT, "hflip": UNIT, "momentum": UNIT, "alpha": UNIT, "alpha_end": UNIT,
+}
 NON_NEGATIVE = ("workers", "cooldown_epochs", "warmup_epochs", "save_every", "mixup_off_epoch")
 
 
@@ -225,6 +236,10 @@ def parse_args(parser, argv=None, defaults=None, frozen=True):
         if value is not None and (value < 1 if name in POSITIVE else value < 0):
             parser.error(f"--{name.replace('_', '-')} must be {'>= 1' if name in POSITIVE else '>= 0'}, "
                          f"got {value}")
+    for name, (rule, ok) in RANGES.items():
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            parser.error(f"--{name.replace('_', '-')} must be {rule}, got {value}")
     if args.img_size is not None and min(args.img_size) < 1:
         parser.error(f"--img-size must be positive, got {args.img_size}")
     if args.lr is None and args.blr is None:

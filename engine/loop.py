@@ -16,6 +16,10 @@ class NonFiniteLoss(UserError):
     """The loss became nan/inf (too high a learning rate, usually)."""
 
 
+class OutOfMemory(UserError):
+    """A step that does not fit the device's memory."""
+
+
 def updates_per_epoch(loader, accum_iter):
     return math.ceil(len(loader) / accum_iter)
 
@@ -32,12 +36,19 @@ def train_step(model, criterion, images, targets, optimizer, scaler, *, amp_dtyp
     """One micro-step: forward (both passes), loss, backward of loss / accum_iter, and with `update`
     the optimizer step. Returns the loss value; raises NonFiniteLoss before a nan/inf reaches the
     weights. The benchmark times exactly this."""
-    with autocast(images.device, amp_dtype):
-        loss = criterion(model(images, passes=True), targets)
-    value = loss.item()  # one host sync per step, needed for the check anyway
-    if not math.isfinite(value):
-        raise NonFiniteLoss(f"loss is {value}")
-    scaler.scale(loss / accum_iter).backward()
+    try:
+        with autocast(images.device, amp_dtype):
+            loss = criterion(model(images, passes=True), targets)
+        value = loss.item()  # one host sync per step, needed for the check anyway
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"loss is {value}")
+        scaler.scale(loss / accum_iter).backward()
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in str(exc):
+            raise
+        raise OutOfMemory(f"out of memory in a training step of {images.shape[0]} inputs {list(images.shape[1:])}: "
+                          "lower --batch-size (with --accum-iter to keep the effective batch), -T or "
+                          "--img-size") from None
     if update:
         if clip_grad is not None:
             scaler.unscale_(optimizer)

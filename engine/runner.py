@@ -1,6 +1,7 @@
 """The whole run, as every train.py calls it: `main(dataset)` resolves the configuration (the
 dataset's recipe under the flags), then sets up, (resumes), trains and evaluates each epoch,
 checkpoints and logs; or `--eval`s a checkpoint and exits."""
+import contextlib
 import itertools
 import random
 import sys
@@ -39,8 +40,8 @@ def run(args, entry):
     """Train (or --eval) with the resolved configuration `args` on `entry`'s data."""
     d = init_distributed(args.device)
     try:
-        with StopSignals(verbose=d.main) as stop:
-            return _run(args, entry, d, stop)
+        with StopSignals(verbose=d.main) as stop, contextlib.ExitStack() as on_exit:
+            return _run(args, entry, d, stop, on_exit)
     except UserError as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr, flush=True)
         return 1
@@ -90,6 +91,9 @@ def claim_run_folder(args, d, T):
                 return folder
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise ConfigError(f"cannot create the run folder {folder}: {exc.strerror}; choose another "
+                                  "--output") from None
     if args.experiment and (Path(args.experiment).is_absolute() or ".." in Path(args.experiment).parts):
         raise ConfigError(f"--experiment {args.experiment}: a sub-folder of --output, without '..'; to write "
                           "elsewhere, change --output")
@@ -108,14 +112,30 @@ def claim_run_folder(args, d, T):
                               f"({describe_progress(behind)}), and continuing here would replace it; continue "
                               f"from {last}, or branch into a new folder with --experiment NAME")
     if d.main:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the run folder {folder}: {exc.strerror}; choose another "
+                              "--output") from None
     return folder
 
 
 
-def _run(args, entry, d, stop):
+def _run(args, entry, d, stop, on_exit):
     seed_everything(args.seed + d.rank)
     amp_dtype = amp_dtype_for(args, d)
+    # everything cheap first, so that a bad flag or a taken folder fails in a second, not after the data work
+    with torch.device("meta"):
+        probe = create_model(args, args.num_classes or entry.num_classes)
+    effective_batch = args.batch_size * d.world_size * args.accum_iter
+    lr = args.lr if args.lr is not None else args.blr * effective_batch / 256
+    if args.min_lr > lr:
+        raise ConfigError(f"--min-lr {args.min_lr:g} is above the peak lr {lr:g} (the schedule would rise); lower "
+                          "--min-lr, or raise --lr / --blr")
+    if not args.eval:
+        run_dir = claim_run_folder(args, d, probe.T)
+        if d.main:
+            on_exit.enter_context(lock_run_folder(run_dir))
     train_set, val_set, num_classes = entry.build(entry, args, not args.eval)
     if args.num_classes not in (None, num_classes):
         raise ConfigError(f"--num-classes {args.num_classes} but the dataset has {num_classes} classes")
@@ -133,14 +153,10 @@ def _run(args, entry, d, stop):
             print(f"eval {args.resume}: {eval_line(result)}", flush=True)
         return 0
 
-    run_dir = claim_run_folder(args, d, model.T)
-    lock = lock_run_folder(run_dir) if d.main else None  # released when the process ends
     mixup = make_mixup(args, num_classes)
     if mixup is not None and args.batch_size % 2:
         raise ConfigError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
     criterion = SpiLiFormerLoss(args.alpha, label_smoothing=args.smoothing)  # smoothing: hard targets only
-    effective_batch = args.batch_size * d.world_size * args.accum_iter
-    lr = args.lr if args.lr is not None else args.blr * effective_batch / 256
     opt_kwargs = {"eps": args.opt_eps} if args.opt_eps is not None else {}
     optimizer = create_optimizer_v2(model, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
                                     momentum=args.momentum, layer_decay=args.layer_decay, **opt_kwargs)

@@ -137,6 +137,11 @@ class SpiLiFormer(nn.Module):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
+        for name, value in (("T", T), ("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if not (mlp_ratio > 0 and 0 <= drop_path_rate < 1):
+            raise ValueError(f"mlp_ratio must be > 0 and drop_path_rate in [0, 1), got {mlp_ratio}, {drop_path_rate}")
         depths = tuple(depths)
         if len(depths) < 2 or depths[-1] < 1:
             raise ValueError(f"depths {depths}: need at least two stages and one FB-LiDiff block in the last")

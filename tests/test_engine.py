@@ -88,6 +88,11 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, mon
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["-b", "-2"], "--batch-size must be >= 1"),
     (["--workers", "-1"], "--workers must be >= 0"),
+    (["--lr", "nan"], "--lr must be > 0, got nan"),
+    (["--lr", "-1"], "--lr must be > 0, got -1.0"),
+    (["--smoothing", "2"], "--smoothing must be in [0, 1), got 2.0"),
+    (["--drop-path", "1.5"], "--drop-path must be in [0, 1)"),
+    (["--reprob", "inf"], "--reprob must be in [0, 1], got inf"),
 ])
 def test_impossible_values_are_refused_by_name(argv, message, capsys):
     from engine.config import build_parser, parse_args
@@ -254,3 +259,18 @@ def test_a_recipe_may_give_one_image_side_but_not_one_depth(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_command_line(registry.get("cifar10"), ["--config", str(recipe)])
     assert "depths: 4 is not a list" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--embed-dim", "0"], "embed_dim must be at least 1, got 0"),
+    (["--num-heads", "0"], "num_heads must be at least 1, got 0"),
+    (["--mlp-ratio", "0"], "mlp_ratio must be > 0"),
+    (["--min-lr", "1"], "--min-lr 1 is above the peak lr 0.001"),
+    (["--output", "/proc/no-such-folder"], "cannot create the run folder /proc/no-such-folder"),
+    (["--experiment", "../.."], "--experiment ../..: a sub-folder of --output"),
+])
+def test_impossible_runs_are_one_line_before_any_work(argv, message, tmp_path):
+    from test_cifar import run_script
+    out = run_script("./cifar10/train.py", "--output", str(tmp_path), "-data-dir", str(tmp_path / "none"),
+                     "-T", "1", "--embed-dim", "64", *argv, expect=1)
+    assert message in out and "Traceback" not in out
