@@ -122,7 +122,13 @@ def restore(path, model, optimizer=None, scheduler=None, scaler=None, settings=N
     try:
         model.load_state_dict(models.checkpoint_filter_fn(state, model))
     except CheckpointMismatchError as exc:
-        flags = settings.flags_for(ModelConfig.recorded_in(state, path)) if settings is not None else []
+        recorded = ModelConfig.recorded_in(state, path) if settings is not None else {}
+        classes = recorded.pop("num_classes", None)
+        if settings is not None and classes not in (None, settings.num_classes):  # the data decides, not a flag
+            raise CheckpointMismatchError(f"{path} classifies {classes} classes, and this data has "
+                                          f"{settings.num_classes}: use it with the dataset it was trained on, "
+                                          "or start a new run from it with --finetune") from None
+        flags = settings.flags_for(recorded) if settings is not None else []
         if not flags:
             raise
         raise CheckpointMismatchError(f"{exc}\n  {path} was trained with {' '.join(flags)}: add that to the "

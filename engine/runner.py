@@ -196,7 +196,8 @@ def _run(args, entry, d, stop, on_exit):
     # the resolved configuration, with what the flags left to the data, the model and the processes
     config = plain({**args.as_dict(), **model.architecture, "num_classes": num_classes, "lr": lr,
                     "world_size": d.world_size, "effective_batch_size": effective_batch,
-                    "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir)})
+                    "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir),
+                    "dataset": entry.name})
     log = RunLog(run_dir, Path(args.log_dir) if args.log_dir else run_dir / "tensorboard", d.main)
     if args.resume and state.get("log_record") and Path(args.resume).resolve().parent == run_dir.resolve():
         log.ensure(state["log_record"])  # the line a kill between the save and the log write lost

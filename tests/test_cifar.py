@@ -393,3 +393,10 @@ def test_a_log_line_lost_between_checkpoint_and_log_is_written_on_resume(cifar_r
     train("cifar10", cifar_root, tmp_path, "--epochs", "3", "--resume", str(tmp_path / "run" / "checkpoint-last.pth"))
     lines = log.read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3] and lines[1] == second
+
+
+def test_evaluating_a_checkpoint_on_data_with_other_classes_says_so_not_a_flag(cifar_root, tmp_path):
+    train("cifar10", cifar_root, tmp_path, "--epochs", "1", "--experiment", "run")
+    out = run_script("./cifar100/train.py", "--config", "./cifar100/cifar100.yml", "-data-dir", str(cifar_root),
+                     *TINY_RUN, "--eval", "--resume", str(tmp_path / "run" / "checkpoint-last.pth"), expect=1)
+    assert "classifies 10 classes, and this data has 100" in out and "--num-classes" not in out

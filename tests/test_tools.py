@@ -242,3 +242,20 @@ def test_tools_read_a_released_checkpoint_with_its_namespace(cifar_root, tmp_pat
                      "--no-ff-lidiff", "--no-fb-lidiff", "--legacy", "--no-verify", "-b", "2",
                      "--output", str(tmp_path / "maps.png"))
     assert "wrote" in out and (tmp_path / "maps.png").is_file()
+
+
+def test_tools_analyse_a_checkpoint_on_its_own_data_and_refuse_other_data(cifar_root, tmp_path):
+    out = run_script("./cifar10/train.py", "--output", str(tmp_path), "--experiment", "run", "-data-dir",
+                     str(cifar_root), "-T", "1", "--embed-dim", "64", "-b", "4", "-j", "0", "--no-verify",
+                     "--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs", "0")
+    ckpt = str(tmp_path / "run" / "checkpoint-last.pth")
+    out = run_script("./tools/attack.py", "--checkpoint", ckpt, "--data-path", str(cifar_root), *TINY[4:],
+                     "--fgsm-eps", "1", "--pgd-steps", "1")
+    assert "images" in out and "cifar10" in out  # --dataset from the checkpoint
+    out = run_script("./tools/attack.py", "--dataset", "imagenet", "--checkpoint", ckpt, "--data-path",
+                     str(cifar_root), *TINY[4:], expect=1)
+    assert "was trained on cifar10, not imagenet" in out and "Traceback" not in out
+    write_cifar(tmp_path / "c100", "cifar100", classes=100)
+    out = run_script("./tools/attack.py", "--dataset", "cifar100", "--data-path", str(tmp_path / "c100"),
+                     "--num-classes", "10", *TINY, expect=1)
+    assert "classifies 10 classes and cifar100" in out and "Traceback" not in out

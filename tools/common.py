@@ -11,6 +11,7 @@ import torch.nn as nn
 from timm.data import create_transform
 
 import models
+from models import ConfigError
 from engine import data as engine_data
 from engine.registry import DATASETS, eval_crop_pct
 from models.config import ModelConfig, recorded_args
@@ -18,7 +19,8 @@ from models.config import ModelConfig, recorded_args
 
 def build_parser(description):
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+                   help="the data to analyse on (default: the checkpoint's, else cifar10)")
     p.add_argument("--checkpoint", default="", help="weights to analyse (none: random weights, with a warning)")
     p.add_argument("--data-path", "--data_path", "-data-dir", dest="data_path", default="./data")
     p.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=16)
@@ -36,8 +38,15 @@ def build_parser(description):
 def load_model(args):
     """The model to analyse: the settings a checkpoint records, overridden by the flags given, else
     the dataset's paper model; weights from --checkpoint."""
-    entry = DATASETS[args.dataset]
     checkpoint = models.read_checkpoint(args.checkpoint) if args.checkpoint else None
+    trained_on = recorded_args(checkpoint).get("dataset")
+    trained_on = trained_on if trained_on in DATASETS else None
+    if args.dataset is None:
+        args.dataset = trained_on or "cifar10"
+    elif trained_on not in (None, args.dataset):
+        raise ConfigError(f"{args.checkpoint} was trained on {trained_on}, not {args.dataset}: drop --dataset to "
+                          "analyse it on its own data")
+    entry = DATASETS[args.dataset]
     recorded = ModelConfig.recorded_in(checkpoint, args.checkpoint)
     cfg = ModelConfig(model=entry.model, num_classes=entry.num_classes).updated(recorded).updated(vars(args))
     model = cfg.build()
@@ -73,6 +82,7 @@ def eval_data(args, model):
         from engine.dvs import event_datasets
         ns = SimpleNamespace(data_dir=args.data_path, T=args.T or model.T, dts_cache=args.dts_cache)
         _, test, _ = event_datasets(args.dataset, ns, size)
+        check_classes(test, model, args)
         return test, None, None
     mean, std = data["mean"], data["std"]
     crop = 1.0 if args.dataset != "imagenet" else eval_crop_pct(size)
@@ -80,8 +90,19 @@ def eval_data(args, model):
     transform = create_transform(size, is_training=False, crop_pct=crop, interpolation="bicubic",
                                  mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     if args.dataset == "imagenet":
-        return engine_data.image_folder(args.data_path, "val", transform), mean, std
-    return engine_data.cifar_dataset(args.dataset, args.data_path, False, transform, verify=args.verify), mean, std
+        dataset = engine_data.image_folder(args.data_path, "val", transform)
+    else:
+        dataset = engine_data.cifar_dataset(args.dataset, args.data_path, False, transform, verify=args.verify)
+    check_classes(dataset, model, args)
+    return dataset, mean, std
+
+
+def check_classes(dataset, model, args):
+    """A model's outputs are the data's classes, or every number the tool prints is meaningless."""
+    classes = len(getattr(dataset, "classes", ()))
+    if classes and classes != model.num_classes:
+        raise ConfigError(f"the model classifies {model.num_classes} classes and {args.dataset} under "
+                          f"{args.data_path} has {classes}: analyse a checkpoint on the data it was trained on")
 
 
 def batches(dataset, args):

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import models  # noqa: E402
+from engine.registry import DATASETS  # noqa: E402
 from tools.common import (InputSpace, batches, build_parser, eval_data, load_model, main_guard,  # noqa: E402
                           write_csv)
 
@@ -102,9 +103,10 @@ def main(argv=None):
     parser.add_argument("--corruptions", nargs="+", default=None, help="default: all 19 (15 common + 4 extra)")
     parser.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
     args = parser.parse_args(argv)
-    if args.dataset in ("cifar10dvs", "ncaltech101"):
-        raise models.ConfigError("corruptions apply to images; choose cifar10, cifar100 or imagenet")
     model = load_model(args)
+    if DATASETS[args.dataset].event:
+        raise models.ConfigError(f"corruptions apply to images, and {args.dataset} is event data; choose an "
+                                 "image dataset")
     dataset, mean, std = eval_data(args, model)
     wrapped = InputSpace(model, mean, std).to(args.device).eval()
     limit = args.num_batches * args.batch_size
