@@ -210,20 +210,25 @@ def test_fgsm_takes_one_signed_gradient_step_in_input_space():
 
 
 def test_tools_rebuild_the_architecture_a_project_checkpoint_records(cifar_root, tmp_path):
-    """A CIFAR-100-trained checkpoint (100 classes, T 2, width 64, MLP ratio 2) analysed on CIFAR-10 images."""
+    """A CIFAR-100-trained checkpoint (100 classes, T 2, width 64, MLP ratio 2) analysed with no model flag
+    (and no --dataset: the checkpoint records it)."""
+    data = _cifar100(tmp_path)
     run_script("./cifar100/train.py", "--output", str(tmp_path), "--config", "./cifar100/cifar100.yml",
-               "-data-dir", str(_cifar100(tmp_path)), "-T", "2", "--embed-dim", "64", "--depths", "1", "1", "1",
+               "-data-dir", str(data), "-T", "2", "--embed-dim", "64", "--depths", "1", "1", "1",
                "-b", "4", "-j", "0", "--no-verify", "--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs",
                "0", "--experiment", "c100", "--model-kwargs", "mlp_ratio=2")
     ckpt = tmp_path / "c100" / "checkpoint-last.pth"
-    out = run_script("./tools/attack.py", "--dataset", "cifar10", "--data-path", str(cifar_root), "--checkpoint",
+    out = run_script("./tools/attack.py", "--data-path", str(data), "--checkpoint",
                      str(ckpt), "-b", "4", "--num-batches", "1", "--no-verify", "--fgsm-eps", "0.05",
                      "--pgd-steps", "1")
     assert "num_classes=100" in out and "T=2" in out and "embed_dim=64" in out and "mlp_ratio=2" in out
-    assert "FGSM 0.05" in out
-    out = run_script("./tools/energy.py", "--dataset", "cifar10", "--data-path", str(cifar_root), "--checkpoint",
+    assert "FGSM 0.05" in out and "cifar100 images" in out
+    out = run_script("./tools/energy.py", "--data-path", str(data), "--checkpoint",
                      str(ckpt), "-b", "4", "--num-batches", "1", "--no-verify", "--num-classes", "10", expect=1)
     assert "head.weight" in out and "Traceback" not in out  # 100 recorded vs 10 asked: a clear mismatch
+    out = run_script("./tools/energy.py", "--dataset", "cifar10", "--data-path", str(cifar_root), "--checkpoint",
+                     str(ckpt), "-b", "4", "--num-batches", "1", "--no-verify", expect=1)
+    assert "was trained on cifar100, not cifar10" in out  # other data: every number would be meaningless
 
 
 def _cifar100(tmp_path):
@@ -259,3 +264,16 @@ def test_tools_analyse_a_checkpoint_on_its_own_data_and_refuse_other_data(cifar_
     out = run_script("./tools/attack.py", "--dataset", "cifar100", "--data-path", str(tmp_path / "c100"),
                      "--num-classes", "10", *TINY, expect=1)
     assert "classifies 10 classes and cifar100" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("tool,argv,message", [
+    ("attack", ["--num-batches", "0"], "--num-batches: must be >= 1, got 0"),
+    ("attack", ["-b", "-3"], "--batch-size: must be >= 1, got -3"),
+    ("attack", ["--fgsm-eps", "-1"], "--fgsm-eps: must be >= 0"),
+    ("energy", ["--input-size", "30"], "--input-size 30: one value or H W, each divisible by 4"),
+    ("heatmap", ["--images", "999"], "--images 999: the evaluation data has"),
+])
+def test_bad_tool_arguments_are_one_line(cifar_root, tool, argv, message):
+    out = run_script(f"./tools/{tool}.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY, *argv,
+                     expect=2 if ": must be" in message else 1)
+    assert message in out and "Traceback" not in out

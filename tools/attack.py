@@ -13,7 +13,7 @@ import torch  # noqa: E402
 import torchattack  # noqa: E402
 
 from tools.common import (InputSpace, batches, build_parser, eval_data, load_model, main_guard,  # noqa: E402
-                          write_csv)
+                          non_negative, write_csv)
 
 FGSM_EPS = (0.05, 0.1, 0.2, 0.3)
 PGD_EPS, PGD_STEP = 8 / 255, 2 / 255
@@ -47,8 +47,8 @@ def robustness(model, data, mean, std, columns):
 
 def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
-    parser.add_argument("--fgsm-eps", type=float, nargs="+", default=list(FGSM_EPS))
-    parser.add_argument("--pgd-steps", type=int, nargs="+", default=list(PGD_STEPS))
+    parser.add_argument("--fgsm-eps", type=non_negative(float), nargs="+", default=list(FGSM_EPS))
+    parser.add_argument("--pgd-steps", type=non_negative(int), nargs="+", default=list(PGD_STEPS))
     args = parser.parse_args(argv)
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)

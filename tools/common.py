@@ -17,15 +17,32 @@ from engine.registry import DATASETS, eval_crop_pct
 from models.config import ModelConfig, recorded_args
 
 
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative(kind):
+    def parse(text):
+        value = kind(text)
+        if not value >= 0:  # nan too
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def build_parser(description):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                    help="the data to analyse on (default: the checkpoint's, else cifar10)")
     p.add_argument("--checkpoint", default="", help="weights to analyse (none: random weights, with a warning)")
     p.add_argument("--data-path", "--data_path", "-data-dir", dest="data_path", default="./data")
-    p.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=16)
-    p.add_argument("--num-batches", dest="num_batches", type=int, default=4, help="batches of data to use")
-    p.add_argument("--input-size", dest="input_size", type=int, nargs="+", default=None,
+    p.add_argument("-b", "--batch-size", dest="batch_size", type=positive_int, default=16)
+    p.add_argument("--num-batches", dest="num_batches", type=positive_int, default=4, help="batches of data to use")
+    p.add_argument("--input-size", dest="input_size", type=positive_int, nargs="+", default=None,
                    help="one value or H W (default: the checkpoint's, else the variant's)")
     ModelConfig.add_flags(p.add_argument_group("model"), inherit=True)
     p.add_argument("--no-verify", dest="verify", action="store_false", help="CIFAR pickles with other checksums")
@@ -49,9 +66,14 @@ def load_model(args):
     entry = DATASETS[args.dataset]
     recorded = ModelConfig.recorded_in(checkpoint, args.checkpoint)
     cfg = ModelConfig(model=entry.model, num_classes=entry.num_classes).updated(recorded).updated(vars(args))
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: no CUDA GPU is visible here; use --device cpu")
     model = cfg.build()
     size = args.input_size or recorded_input_size(checkpoint)
     if size is not None:
+        if len(size) > 2 or any(side % model.reduction for side in size):
+            raise ConfigError(f"--input-size {' '.join(map(str, size))}: one value or H W, each divisible by "
+                              f"{model.reduction} (the model's downsampling)")
         model.input_size = (size[0], size[-1])
     if checkpoint is not None:
         model.load_state_dict(models.checkpoint_filter_fn(checkpoint, model))

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import models  # noqa: E402
 from tools.common import InputSpace, build_parser, eval_data, load_model, main_guard  # noqa: E402
 
 CELL_INCHES, DPI = 2.0, 100
@@ -93,6 +94,10 @@ def main(argv=None):
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)
     indices = args.images or list(range(min(8, len(dataset), args.batch_size)))
+    outside = [i for i in indices if not 0 <= i < len(dataset)]
+    if outside:
+        raise models.ConfigError(f"--images {' '.join(map(str, outside))}: the evaluation data has {len(dataset)} "
+                                 f"images (indices 0..{len(dataset) - 1})")
     samples = [dataset[i] for i in indices]
     x = torch.stack([s[0] for s in samples]).to(args.device)
     labels = [int(s[1]) for s in samples]
