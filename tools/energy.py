@@ -14,7 +14,7 @@ The summary prints both. Memory access (weights read, spikes read and written, m
 and written at every step) is a third figure at E_MEM_BIT per bit; see docs/decisions.md T8.
 """
 import contextlib
-import math
+import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,20 +115,18 @@ def measure(model, data):
     read through each SpiLiFormer's `record_attention` (the model may be wrapped, e.g. InputSpace).
     On the meta device only the counts are filled (no rates).
     """
-    calls = []
+    calls = itertools.count()  # the order modules run in
     tallies, kinds, attn_tallies, handles = {}, {}, {}, []
 
     def on_input(tally):
         def hook(module, inputs, output):
-            tally.add(inputs[0], len(calls))
+            tally.add(inputs[0], next(calls))
             tally.outputs += output.numel()
-            calls.append(tally)
         return hook
 
     def on_output(tally):
         def hook(module, inputs, output):
-            tally.add(output, len(calls))
-            calls.append(tally)
+            tally.add(output, next(calls))
         return hook
 
     for name, module in model.named_modules():
@@ -171,8 +169,10 @@ def measure(model, data):
 
     def layer(name, order, kind, tally, macs=0.0):
         label = f"{name}.matmul" if kind == "matmul" else name
-        bias = getattr(model.get_submodule(name), "bias", None) if kind == "synapse" else None
-        state = WORD_BITS if kind != "neuron" or isinstance(model.get_submodule(name), LIF) else tally.dtype_bits
+        module = model.get_submodule(name)
+        bias = getattr(module, "bias", None) if kind == "synapse" else None
+        # our LIF keeps an fp32 membrane whatever the input's dtype; I-LIF keeps the input's
+        state = tally.dtype_bits if kind == "neuron" and not isinstance(module, LIF) else WORD_BITS
         return Layer(label.removeprefix("model."), order, kind, macs=macs, rate=tally.rate, spikes=tally.spikes,
                      elements=tally.elements / images, bits=tally.bits,
                      bias_outputs=tally.outputs / images if bias is not None else 0.0, state_bits=state)
