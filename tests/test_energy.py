@@ -104,7 +104,8 @@ def test_operation_counts_agree_with_spikingjelly_op_counter():
       padded 3x3 conv op_counter counts each spike's real weight uses (a spike next to the zero
       padding reaches fewer outputs) while eq 25 spreads the rate over every tap: op_counter <=
       ours, at least 4/9 of it (a corner spike reaches 4 of 9 taps), 10 % apart in total here on
-      16x16 to 4x4 maps (border-heavy; a few % on ImageNet's 56x56 to 14x14).
+      16x16 to 4x4 maps (border-heavy; uniform spikes on ImageNet's 112x112 to 14x14 maps would
+      give 1 to 9 %).
     - integer counts above 1 (residual sums x + attn(x)) or analog values: op_counter charges MACs,
       ours charges counts as SOPs (a count of 2 is two spikes) and analog values as MACs (strict);
       the MAC counts are the same.
