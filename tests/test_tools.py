@@ -1,5 +1,6 @@
 """The paper-table tools on tiny models and generated data."""
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -42,7 +43,8 @@ def test_energy_of_a_hand_built_two_layer_network():
     from tools.energy import layer_energy, summary
     x = torch.tensor([[[1.0, 1.0, 1.0, 0.3]]])  # fc1 -> [2.5, 0.3, 2.5]; H = x/2 -> [1.25, .15, 1.25] -> spikes 1 0 1
     rows = layer_energy(TwoLayers().eval(), [x])
-    fc1, fc2 = rows
+    fc1, lif, fc2 = rows  # the neuron's row carries its memory traffic only
+    assert (lif["kind"], lif["energy_j"]) == ("neuron", 0)
     assert (fc1["layer"], fc1["kind"], fc1["macs"]) == ("fc1", "MAC", 12)           # 4 x 3
     assert (fc2["layer"], fc2["kind"], fc2["macs"]) == ("fc2", "AC", 6)             # 3 x 2
     assert fc2["firing_rate"] == pytest.approx(2 / 3) and fc2["sops"] == pytest.approx(4)
@@ -60,7 +62,7 @@ def test_ann_energy_counts_the_static_first_layer_once_per_image():
             return super().forward(x.unsqueeze(0).repeat(2, 1, 1))
 
     rows = layer_energy(Static().eval(), [torch.tensor([[1.0, 1.0, 1.0, 0.3]])], static_T=2)
-    fc1, fc2 = rows
+    fc1, _, fc2 = rows
     assert (fc1["macs"], fc1["counted_once"]) == (12, True)   # computed once for both steps (eq 26)
     assert (fc2["macs"], fc2["counted_once"]) == (12, False)  # 6 per step x 2 steps
     assert summary(rows, T=2)["ann_macs"] == pytest.approx(12 + 12 / 2)
@@ -88,28 +90,62 @@ def test_energy_counts_both_passes_and_the_attention_matmuls():
     assert q["macs"] == pytest.approx(2 * model.T * 16 * 64 * 64)  # 4x4 tokens, 64 channels, two passes
     assert stage1_q["macs"] == pytest.approx(model.T * 256 * 16 * 16)  # once
     assert "stages.2.blocks.0.attn.matmul" in rows and rows["stages.0.downsample.convs.0.conv"]["kind"] == "MAC"
-    order = list(rows)  # Q K^T V sits where it runs: after the V projection, before the output one
+    # Q K^T V sits where it runs: after the V projection and its neuron, before the attention
+    # neuron and the output projection
+    order = [name for name, r in rows.items() if r["kind"] != "neuron"]
     matmul = order.index("stages.2.blocks.0.attn.matmul")
     assert order[matmul - 1:matmul + 2:2] == ["stages.2.blocks.0.attn.v.conv", "stages.2.blocks.0.attn.proj.conv"]
+    everything = list(rows)
+    assert everything[everything.index("stages.2.blocks.0.attn.matmul") - 1] == "stages.2.blocks.0.attn.v.lif"
+    assert everything[everything.index("stages.2.blocks.0.attn.matmul") + 1] == "stages.2.blocks.0.attn.attn_lif"
     with torch.no_grad():  # its rate is the query's, over both passes (the model's public record)
         queries = model.forward_attention(tiny_input("cifar"))[1]["stages.2.blocks.0.attn"].query
     assert len(queries) == 2
     assert rows["stages.2.blocks.0.attn.matmul"]["firing_rate"] == pytest.approx(torch.stack(queries).mean().item())
 
 
+def _energy_totals(out):
+    """(paper mJ, strict mJ, memory mJ, ANN mJ) from the tool's summary line."""
+    found = re.search(r"total: (\S+) mJ per image \(paper, eq 26\) \| (\S+) mJ \(strict\) \| memory access "
+                      r"(\S+) mJ \| the same network as an ANN \(eq 27\): (\S+) mJ", out)
+    assert found, out[-2000:]
+    return tuple(float(v) for v in found.groups())
+
+
 def test_energy_tool_prints_the_table_and_writes_csv(cifar_root, tmp_path):
     out = run_script("./tools/energy.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
                      "--output", str(tmp_path / "energy.csv"))
-    assert "total:" in out and "mJ per image" in out and "as an ANN" in out
+    paper, strict, memory, ann = _energy_totals(out)
+    assert 0 < paper <= strict and memory > 0 and ann > 0
     rows = list(csv.DictReader(open(tmp_path / "energy.csv")))
-    assert rows[0]["kind"] == "MAC" and {"layer", "macs", "firing_rate", "sops", "energy_j"} <= set(rows[0])
+    assert rows[0]["kind"] == "MAC" and {"layer", "macs", "firing_rate", "sops", "energy_j", "memory_j"} <= set(rows[0])
+    # the table is the paper's accounting (the default) and its rows add up to the printed totals
+    assert sum(float(r["energy_j"]) for r in rows) * 1e3 == pytest.approx(paper, rel=1e-3)
+    assert sum(float(r["memory_j"]) for r in rows) * 1e3 == pytest.approx(memory, rel=1e-3)
+    assert [r["layer"] for r in rows if r["kind"] == "MAC"] == ["stages.0.downsample.convs.0.conv"]
+    out = run_script("./tools/energy.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY,
+                     "--accounting", "strict", "--output", str(tmp_path / "strict.csv"))
+    rows = list(csv.DictReader(open(tmp_path / "strict.csv")))  # (another random model: its own totals)
+    assert sum(float(r["energy_j"]) for r in rows) * 1e3 == pytest.approx(_energy_totals(out)[1], rel=1e-3)
+    assert "stages.0.downsample.convs.0.conv" in {r["layer"] for r in rows if r["kind"] == "MAC"}
 
 
 def test_energy_on_event_data(tmp_path):
+    """(The frames are resized from 128 to 64 here, so the first conv reads interpolated, analog values.)"""
     root = write_cifar10dvs(tmp_path / "dvs")
     out = run_script("./tools/energy.py", "--dataset", "cifar10dvs", "--data-path", str(root), "-T", "2",
-                     "--embed-dim", "64", "--num-heads", "2", "--input-size", "64", "-b", "2", "--num-batches", "1")
-    assert "total:" in out
+                     "--embed-dim", "64", "--num-heads", "2", "--input-size", "64", "-b", "2", "--num-batches", "1",
+                     "--output", str(tmp_path / "energy.csv"))
+    paper, strict, memory, ann = _energy_totals(out)
+    assert 0 < paper <= strict and memory > 0 and ann > 0
+    rows = list(csv.DictReader(open(tmp_path / "energy.csv")))
+    assert sum(float(r["energy_j"]) for r in rows) * 1e3 == pytest.approx(paper, rel=1e-3)
+
+
+def test_energy_with_no_batches_is_an_error(cifar_root):
+    out = run_script("./tools/energy.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY[:-3],
+                     "--num-batches", "0", "--no-verify", expect=1)
+    assert "--num-batches 0" in out and "Traceback" not in out
 
 
 def test_fgsm_with_zero_epsilon_leaves_accuracy_unchanged():
