@@ -268,10 +268,7 @@ def main(argv=None):
     parser.add_argument("--accounting", choices=ACCOUNTINGS, default="paper",
                         help="paper: eq 26, only the encoding conv at E_MAC (Table 1); strict: every layer fed "
                              "analog values at E_MAC. The summary prints both.")
-    args = parser.parse_args(argv)
-    if args.num_batches < 1:
-        raise models.ConfigError(f"--num-batches {args.num_batches}: firing rates are measured on data; "
-                                 "give at least 1")
+    args = parser.parse_args(argv)  # --num-batches >= 1: firing rates are measured on data
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)
     wrapped = InputSpace(model, mean, std).to(args.device)
