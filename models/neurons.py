@@ -71,7 +71,8 @@ def check_backend(backend):
             f"Install it with `pip install {cupy_pip_name()}` (the wheel for torch's CUDA {torch.version.cuda}), "
             "or use backend='auto' or 'triton'.") from err
     if backend == "cupy" and sj.cupy_kernel_missing():
-        raise BackendError(f"backend='cupy': {sj.cupy_kernel_missing()}, or use backend='auto' or 'triton'")
+        raise BackendError(f"backend='cupy': {sj.cupy_kernel_missing()} (`pip install spikingjelly==0.0.0.0.14`); "
+                           "or use backend='auto' or 'triton'")
     if backend == "triton" and triton_import_error() is not None:
         err = triton_import_error()
         raise BackendError(f"backend='triton' needs Triton, which failed to import: {type(err).__name__}: {err}\n"
@@ -351,7 +352,7 @@ def describe():
     err = cupy_import_error()
     lines.append("cupy " + (__import__("cupy").__version__ if err is None else
                             f"missing: `pip install {cupy_pip_name()}` for backend='cupy'")
-                 + (f" [{sj.cupy_kernel_missing()}]" if sj.cupy_kernel_missing() else ""))
+                 + (f" ({sj.cupy_kernel_missing()})" if sj.cupy_kernel_missing() else ""))
     devices = ["cpu"] + [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     for dev in devices:
         x = torch.zeros(1, device=dev.split()[0])

@@ -11,7 +11,7 @@
 - The surrogate gradient's products are grouped differently: 0.0.0.0.14 computes
   ((grad * (1 - sig)) * sig) * alpha, 2.0 grad * ((1 - sig) * sig * alpha). Spikes and membrane
   potentials agree bit for bit; gradients do where the incoming gradient is a power of two (alpha = 4
-  is), and otherwise to one rounding per step (docs/decisions.md, C1).
+  is), and otherwise to one rounding per step (docs/decisions.md, S2).
 
 Everything else the project uses (`surrogate.Sigmoid`, `functional.reset_net`, `load_ATIS_bin` and
 `integrate_events_by_fixed_frames_number` in `spikingjelly.datasets`) has the same name and results.
@@ -50,8 +50,7 @@ def lif_node_forward(lif, x_seq):
 def cupy_kernel_missing():
     """None where spikingjelly ships the CuPy LIF kernel (0.0.0.0.14), else a line saying it does not."""
     if IS_V2:
-        return (f"spikingjelly {VERSION} has no CuPy LIF kernel (0.0.0.0.14's auto_cuda); "
-                "`pip install spikingjelly==0.0.0.0.14` for it")
+        return f"spikingjelly {VERSION} has no CuPy LIF kernel, 0.0.0.0.14 has"
     return None
 
 
