@@ -1,12 +1,13 @@
 """Event data (CIFAR10-DVS, N-Caltech101): raw files -> events -> T frames -> 9:1 split -> cache.
 
-spikingjelly does the reading (N-Caltech101) and the frame integration. We drive its steps
-ourselves because, as released (0.0.0.0.14), it would download or delete files whose checksums
-differ, swallows errors raised in its conversion threads, and its CIFAR10-DVS reader calls
-`np.fromstring` in binary mode, which NumPy 2 removed.
+spikingjelly does the reading (N-Caltech101's ATIS files) and the frame integration
+(`integrate_events_by_fixed_frames_number`, the same function and results in 0.0.0.0.14 and 2.0).
+We drive its steps ourselves because its dataset classes differ between those versions and, as
+released in 0.0.0.0.14 (the official code's), would download or delete files whose checksums differ,
+swallow errors raised in their conversion threads, and read CIFAR10-DVS with `np.fromstring` in
+binary mode, which NumPy 2 removed. The folders are 0.0.0.0.14's (`events_np/`,
+`frames_number_<T>_split_by_number/`), so folders it made are used as they are.
 """
-import contextlib
-import io
 import json
 import math
 import os
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from spikingjelly.datasets import cifar10_dvs, n_caltech101
+from spikingjelly.datasets import integrate_events_by_fixed_frames_number, load_ATIS_bin
 from torchvision.datasets.utils import extract_archive
 from torchvision import transforms as tv_transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
+
+from models import spikingjelly_compat as sj
 
 from .data import DatasetError
 
@@ -33,8 +36,7 @@ def read_cifar10dvs(path):
     """AEDAT 2.0 file -> events dict, exactly as spikingjelly's CIFAR10DVS.load_origin_data
     (header lines '#...', then big-endian uint32 (address, timestamp) pairs)."""
     with open(path, "rb") as f:
-        header = cifar10_dvs.skip_header(f)
-        f.seek(header)
+        f.seek(sj.aedat_header_size(f))
         data = np.frombuffer(f.read(), dtype=">u4")
     if len(data) % 2:
         raise DatasetError(f"{path}: odd number of 32-bit words, not an AEDAT 2.0 event file")
@@ -48,11 +50,11 @@ def read_cifar10dvs(path):
 SOURCES = {
     "cifar10dvs": dict(
         title="CIFAR10-DVS", reader=read_cifar10dvs, ext=".aedat", extract_sub="", hw=(128, 128),
-        sj_class=cifar10_dvs.CIFAR10DVS, archives=[f"{c}.zip" for c in CIFAR10DVS_CLASSES],
+        archives=[f"{c}.zip" for c in CIFAR10DVS_CLASSES],
         where="https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671 (ten zip files, one per class)"),
     "ncaltech101": dict(
-        title="N-Caltech101", reader=n_caltech101.NCaltech101.load_origin_data, ext=".bin",
-        extract_sub="Caltech101", hw=(180, 240), sj_class=n_caltech101.NCaltech101, archives=["Caltech101.zip"],
+        title="N-Caltech101", reader=load_ATIS_bin, ext=".bin",
+        extract_sub="Caltech101", hw=(180, 240), archives=["Caltech101.zip"],
         where="https://www.garrickorchard.com/datasets/n-caltech101 (Caltech101.zip)"),
 }
 
@@ -114,26 +116,47 @@ def prepare_events(name, root):
     return events
 
 
+def integrate_frames(events, T, hw):
+    """Events dict -> frames [T, 2, H, W] (float64 event counts): T slices of equal event count, the last
+    one taking the remainder (spikingjelly's split_by='number')."""
+    return integrate_events_by_fixed_frames_number(events, "number", T, *hw)
+
+
 def prepare_frames(name, root, T):
-    """spikingjelly's frame integration (T frames by event count), once; its samples [(path, label)]."""
+    """ROOT/frames_number_<T>_split_by_number/<class>/*.npz (key 'frames'), integrating the samples that
+    have no frames yet, each written whole or not at all; the samples [(path, label)] and classes in
+    the order of spikingjelly's dataset (classes and files sorted by name)."""
     root = Path(root)
     events = prepare_events(name, root)
     frames = root / f"frames_number_{T}_split_by_number"
-    n_events = len(list(events.glob("*/*.npz")))
-    if frames.is_dir() and len(list(frames.glob("*/*.npz"))) != n_events:
-        print(f"{frames} is incomplete (an interrupted run?); integrating again", flush=True)
-        shutil.rmtree(frames)
-    started = time.time()
-    if not frames.is_dir():
-        print(f"integrating {n_events} samples into T={T} frames in {frames} (once)", flush=True)
-    with contextlib.redirect_stdout(io.StringIO()):  # spikingjelly prints a line per file
-        dataset = SOURCES[name]["sj_class"](str(root), data_type="frame", frames_number=T, split_by="number")
-    if len(dataset.samples) != n_events:
-        raise DatasetError(f"{frames} holds {len(dataset.samples)} samples for {n_events} event files: "
-                           "the integration failed for some; delete that folder and run again")
-    if time.time() - started > 1:
+    sources = sorted(events.glob("*/*.npz"))
+    todo = [src for src in sources if not (frames / src.parent.name / src.name).is_file()]
+    hw = SOURCES[name]["hw"]
+
+    def integrate(src):
+        with np.load(src) as f:
+            sample = {key: f[key] for key in "txyp"}
+        dst = frames / src.parent.name / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, frames=integrate_frames(sample, T, hw))
+        tmp.replace(dst)
+
+    if todo:
+        started = time.time()
+        print(f"integrating {len(todo)} samples into T={T} frames in {frames} (once)", flush=True)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for src, future in zip(todo, [pool.submit(integrate, src) for src in todo]):
+                try:
+                    future.result()
+                except Exception as exc:
+                    raise DatasetError(f"cannot integrate {src} into frames: {type(exc).__name__}: {exc}") from exc
         print(f"frames ready in {time.time() - started:.1f} s", flush=True)
-    return [(str(Path(p).relative_to(root)), label) for p, label in dataset.samples], dataset.classes
+    classes = sorted({src.parent.name for src in sources})
+    samples = [(str((frames / src.parent.name / src.name).relative_to(root)), classes.index(src.parent.name))
+               for src in sources]
+    return samples, classes
 
 
 def split_per_class(samples, train_ratio=0.9):

@@ -3,29 +3,26 @@
 Every neuron here is multi-step: it takes a [T, B, ...] tensor and integrates over the
 leading axis only, so membrane state never crosses samples.
 
-The LIF is the project's own (spikingjelly 0.0.0.0.14's multi-step `LIFNode` is the numerical
-reference and stays selectable as backend 'spikingjelly'):
+The LIF is the project's own (spikingjelly's multi-step `LIFNode`, 0.0.0.0.14 or 2.0, is the
+numerical reference and stays selectable as backend 'spikingjelly'):
 
     h[t] = v[t-1] + (x[t] - v[t-1]) / tau      eq 1 (tau 2, decay_input)
     s[t] = H(h[t] - v_th)                       eq 2 (sigmoid surrogate, alpha 4)
     v[t] = h[t] (1 - s[t])                      eq 3 (hard reset to 0, s detached)
 
-`python -m models.neurons` prints the backend `auto` picks here, the devices and the versions.
+`python -m models` prints the backend `auto` picks here, the devices and the versions.
 """
 import contextlib
 import functools
 import os
-import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import spikingjelly_compat as sj
 from .errors import BackendError
-
-# spikingjelly 0.0.0.0.14 scripts its eval kernels with torch.jit, which torch 2.x warns about at import
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
-from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
+from .spikingjelly_compat import neuron, surrogate
 
 BACKENDS = ("auto", "torch", "triton", "cupy", "spikingjelly")
 NEURONS = ("lif", "ilif")
@@ -73,6 +70,9 @@ def check_backend(backend):
             f"backend='cupy' needs CuPy, which failed to import: {type(err).__name__}: {err}\n"
             f"Install it with `pip install {cupy_pip_name()}` (the wheel for torch's CUDA {torch.version.cuda}), "
             "or use backend='auto' or 'triton'.") from err
+    if backend == "cupy" and sj.cupy_kernel_missing():
+        raise BackendError(f"backend='cupy': {sj.cupy_kernel_missing()} (`pip install spikingjelly==0.0.0.0.14`); "
+                           "or use backend='auto' or 'triton'")
     if backend == "triton" and triton_import_error() is not None:
         err = triton_import_error()
         raise BackendError(f"backend='triton' needs Triton, which failed to import: {type(err).__name__}: {err}\n"
@@ -185,15 +185,15 @@ class LIF(neuron.LIFNode):
     """LIF of eqs 1-3: tau 2, hard reset to 0, detached reset, sigmoid surrogate (alpha 4), multi-step.
 
     backend: 'auto' (Triton on CUDA, the lean torch path on CPU), 'torch', 'triton', 'cupy'
-    (spikingjelly's CuPy kernel, made to run on NumPy 2) or 'spikingjelly' (the library's own
-    torch path, the reference). Change it after construction with `set_backend(model, name)`
-    (or spikingjelly's `functional.set_backend`).
+    (spikingjelly 0.0.0.0.14's CuPy kernel, made to run on NumPy 2) or 'spikingjelly' (the
+    library's own LIFNode path, the reference). Change it after construction with
+    `set_backend(model, name)` (or, on spikingjelly 0.0.0.0.14, its `functional.set_backend`).
     """
 
     def __init__(self, v_threshold=1.0, backend="auto"):
         super().__init__(tau=TAU, decay_input=True, v_threshold=v_threshold, v_reset=0.0,
                          surrogate_function=surrogate.Sigmoid(alpha=ALPHA), detach_reset=True,
-                         step_mode="m", backend="torch")
+                         step_mode="m", **sj.LIF_NODE_BACKEND)
         self.backend = backend
 
     @property
@@ -216,7 +216,7 @@ class LIF(neuron.LIFNode):
     def multi_step_forward(self, x_seq):
         backend = pick_backend(self.backend, x_seq)
         if backend == "spikingjelly":
-            return self._spikingjelly_forward(x_seq)
+            return sj.lif_node_forward(self, x_seq)
         if backend == "cupy":
             from .lif_cupy import lif_cupy
             spikes, self.v = lif_cupy(self, x_seq)
@@ -225,17 +225,6 @@ class LIF(neuron.LIFNode):
         if isinstance(v_init, float):
             v_init = None if v_init == 0.0 else torch.full_like(x_seq[0], v_init, dtype=torch.float32)
         spikes, self.v = lif_multistep(x_seq, self.v_threshold, v_init, backend)
-        return spikes
-
-    def _spikingjelly_forward(self, x_seq):
-        self.v_float_to_tensor(x_seq[0])
-        if self.training:
-            return neuron.BaseNode.multi_step_forward(self, x_seq)
-        if torch.is_grad_enabled() and x_seq.requires_grad:
-            # the library's eval kernels have no backward; attacks need eval-mode surrogate gradients
-            return torch.stack([neuron.BaseNode.single_step_forward(self, x) for x in x_seq])
-        spikes, self.v = self.jit_eval_multi_step_forward_hard_reset_decay_input(
-            x_seq, self.v, self.v_threshold, self.v_reset, self.tau)
         return spikes
 
     def extra_repr(self):
@@ -353,23 +342,19 @@ def spike_expanded_inference(model):
 
 
 def describe():
-    """Backend, devices and versions, as `python -m models.neurons` prints them."""
+    """Backend, devices and versions, as `python -m models` prints them."""
     import numpy
-    import spikingjelly
     lines = [f"torch {torch.__version__} (CUDA {torch.version.cuda}), numpy {numpy.__version__}, "
-             f"spikingjelly {getattr(spikingjelly, '__version__', '0.0.0.0.14')}"]
+             f"spikingjelly {sj.VERSION}"]
     err = triton_import_error()
     lines.append("triton " + (__import__("triton").__version__ if err is None else f"missing ({err})")
                  + (" [TRITON_INTERPRET=1: kernels run on CPU]" if triton_interpreted() else ""))
     err = cupy_import_error()
     lines.append("cupy " + (__import__("cupy").__version__ if err is None else
-                            f"missing: `pip install {cupy_pip_name()}` for backend='cupy'"))
+                            f"missing: `pip install {cupy_pip_name()}` for backend='cupy'")
+                 + (f" ({sj.cupy_kernel_missing()})" if sj.cupy_kernel_missing() else ""))
     devices = ["cpu"] + [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     for dev in devices:
         x = torch.zeros(1, device=dev.split()[0])
         lines.append(f"{dev}: backend='auto' runs {pick_backend('auto', x)!r}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(describe())

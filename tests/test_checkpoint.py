@@ -26,6 +26,7 @@ def qkformer_from_reference(filename, legacy, **extra):
     return model.eval(), ref
 
 
+@pytest.mark.spikingjelly
 @pytest.mark.parametrize("filename", sorted(REFERENCES))
 @pytest.mark.parametrize("legacy,expected", [(True, "logits"), (False, "logits_fixed")])
 def test_official_qkformer_weights_reproduce_official_logits(filename, legacy, expected):

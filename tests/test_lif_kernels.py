@@ -9,7 +9,10 @@ import torch
 from spikingjelly.activation_based import functional
 
 from models import neurons
+from models import spikingjelly_compat as sj
 from models.neurons import LIF
+
+pytestmark = pytest.mark.spikingjelly
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -19,7 +22,7 @@ def runnable(backend):
     if backend == "triton":
         return neurons.triton_import_error() is None and (DEVICE == "cuda" or neurons.triton_interpreted())
     if backend == "cupy":
-        return DEVICE == "cuda" and neurons.cupy_import_error() is None
+        return DEVICE == "cuda" and neurons.cupy_import_error() is None and sj.cupy_kernel_missing() is None
     return True
 
 
@@ -120,7 +123,7 @@ def test_triton_matches_the_torch_kernel_under_amp_dtypes(dtype):
 
 
 @CUDA
-@pytest.mark.skipif(neurons.cupy_import_error() is not None, reason="needs CuPy")
+@pytest.mark.skipif(not runnable("cupy"), reason="needs CuPy and spikingjelly 0.0.0.0.14")
 def test_cupy_kernel_runs_in_float16():
     x = lif_input(4, 1.0, shape=(64, 333), dtype=torch.float16)
     ref = run("spikingjelly", x.float(), torch.ones(x.shape, device=DEVICE), 1.0)

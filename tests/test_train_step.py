@@ -14,6 +14,8 @@ import models
 
 from conftest import DATA
 
+pytestmark = pytest.mark.spikingjelly
+
 TOL = dict(atol=1e-5, rtol=0)
 
 
