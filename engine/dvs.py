@@ -122,6 +122,52 @@ def integrate_frames(events, T, hw):
     return integrate_events_by_fixed_frames_number(events, "number", T, *hw)
 
 
+MANIFEST = "manifest.json"
+
+
+def whole_frames(frames, T):
+    """The frame files under `frames` known to be whole: those the manifest lists with their size, or,
+    without a manifest (a folder spikingjelly or a killed run wrote), those that read back."""
+    if not frames.is_dir():
+        return set()
+    for tmp in frames.glob("*/*.tmp"):  # a write a kill interrupted
+        tmp.unlink(missing_ok=True)
+    try:
+        manifest = json.loads((frames / MANIFEST).read_text())
+        sizes = manifest["files"] if manifest.get("T") == T else {}
+    except (OSError, ValueError, KeyError, AttributeError):
+        sizes = None
+    whole = set()
+    for path in frames.glob("*/*.npz"):
+        rel = f"{path.parent.name}/{path.name}"
+        if sizes is not None:
+            if sizes.get(rel) == path.stat().st_size:
+                whole.add(rel)
+        elif _reads_back(path):
+            whole.add(rel)
+    if sizes is None and len(whole) < len(list(frames.glob("*/*.npz"))):
+        print(f"{frames}: {len(list(frames.glob('*/*.npz'))) - len(whole)} frame files are empty or cut short "
+              "(an interrupted run?); integrating them again", flush=True)
+    return whole
+
+
+def _reads_back(path):
+    try:
+        with np.load(path) as f:
+            return f["frames"].ndim == 4
+    except Exception:  # empty, truncated or not an npz: not whole, whatever numpy calls it
+        return False
+
+
+def write_manifest(frames, T, files):
+    """frames/manifest.json: T and each file's size, written last, so that a folder with a manifest is
+    whole and later runs check it by size alone."""
+    manifest = {"T": T, "files": {rel: (frames / rel).stat().st_size for rel in files}}
+    tmp = frames / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest))
+    tmp.replace(frames / MANIFEST)
+
+
 def prepare_frames(name, root, T):
     """ROOT/frames_number_<T>_split_by_number/<class>/*.npz (key 'frames'), integrating the samples that
     have no frames yet, each written whole or not at all; the samples [(path, label)] and classes in
@@ -130,7 +176,8 @@ def prepare_frames(name, root, T):
     events = prepare_events(name, root)
     frames = root / f"frames_number_{T}_split_by_number"
     sources = sorted(events.glob("*/*.npz"))
-    todo = [src for src in sources if not (frames / src.parent.name / src.name).is_file()]
+    whole = whole_frames(frames, T)
+    todo = [src for src in sources if f"{src.parent.name}/{src.name}" not in whole]
     hw = SOURCES[name]["hw"]
 
     def integrate(src):
@@ -153,6 +200,8 @@ def prepare_frames(name, root, T):
                 except Exception as exc:
                     raise DatasetError(f"cannot integrate {src} into frames: {type(exc).__name__}: {exc}") from exc
         print(f"frames ready in {time.time() - started:.1f} s", flush=True)
+    if todo or not (frames / MANIFEST).is_file():
+        write_manifest(frames, T, [f"{src.parent.name}/{src.name}" for src in sources])
     classes = sorted({src.parent.name for src in sources})
     samples = [(str((frames / src.parent.name / src.name).relative_to(root)), classes.index(src.parent.name))
                for src in sources]
@@ -211,8 +260,12 @@ class EventFrames(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         path, label = self.samples[i]
-        with np.load(self.root / path) as f:
-            frames = torch.from_numpy(f["frames"]).float()
+        try:
+            with np.load(self.root / path) as f:
+                frames = torch.from_numpy(f["frames"]).float()
+        except Exception as exc:  # numpy raises EOFError, BadZipFile, ValueError, ... for a broken file
+            raise DatasetError(f"cannot read frames {self.root / path} ({type(exc).__name__}: {exc}); delete it "
+                               "and run again to integrate it anew") from None
         if self.transform is not None:
             frames = self.transform(frames)
         return frames, label

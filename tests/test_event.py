@@ -121,3 +121,57 @@ def test_snn_augment_cutout_is_qkformers_small_square():
         rows, cols = erased[0, 0].any(1).sum().item(), erased[0, 0].any(0).sum().item()
         assert rows == cols and erased[0, 0].sum() == rows * cols       # a square (ratio (1, 1))
         assert 0 < rows * cols <= round((0.11 * 128 * 128) ** 0.5) ** 2  # scale (0.001, 0.11)
+
+
+def test_frames_cut_short_by_a_kill_are_integrated_again_and_never_read(dvs_root, tmp_path):
+    """A folder without a manifest (spikingjelly's, or a run killed before writing it) holding an empty
+    and a truncated frame file: both are found and integrated again."""
+    from engine.dvs import MANIFEST, prepare_frames
+    root = tmp_path / "copy"
+    shutil.copytree(dvs_root / "download", root / "download")
+    samples, _ = prepare_frames("cifar10dvs", root, 2)
+    frames = root / samples[0][0]
+    whole = {p: p.read_bytes() for p in (root / samples[0][0], root / samples[1][0])}
+    (frames.parent.parent / MANIFEST).unlink()
+    (root / samples[0][0]).write_bytes(b"")
+    (root / samples[1][0]).write_bytes(whole[root / samples[1][0]][:100])
+    samples, _ = prepare_frames("cifar10dvs", root, 2)
+    assert all(p.read_bytes() == data for p, data in whole.items())
+    assert (frames.parent.parent / MANIFEST).is_file()
+    (root / samples[2][0]).write_bytes(b"")  # damaged after the manifest: its size gives it away
+    samples, _ = prepare_frames("cifar10dvs", root, 2)
+    with np.load(root / samples[2][0]) as f:
+        assert f["frames"].shape[0] == 2
+
+
+def test_killing_the_frame_integration_at_any_moment_leaves_a_usable_cache(tmp_path):
+    """Real SIGKILLs at several moments of the integration of 300 recordings; the next run completes
+    the folder and every file reads back."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    from engine.dvs import prepare_events, prepare_frames
+    root = write_cifar10dvs(tmp_path / "dvs", per_class=30, events=3000)
+    prepare_events("cifar10dvs", root)
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from engine.dvs import prepare_frames; " \
+           f"prepare_frames('cifar10dvs', {str(root)!r}, 16)"
+    frames, done = root / "frames_number_16_split_by_number", []
+    for delay in (0.0, 0.05, 0.2, 0.4):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        for line in proc.stdout:
+            if line.startswith("integrating"):
+                break
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done.append(len(list(frames.glob("*/*.npz"))))
+    assert any(0 < n < 300 for n in done), done  # at least one kill fell in the middle
+    samples, classes = prepare_frames("cifar10dvs", root, 16)
+    assert len(samples) == 300 and len(classes) == 10
+    for path, _ in samples:
+        with np.load(root / path) as f:
+            assert f["frames"].shape[:2] == (16, 2)
