@@ -20,8 +20,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """One spelling per flag in --help (short form, then the first long one); all are accepted."""
 
     def _get_help_string(self, action):
-        if action.default in (None, "", []):  # the help says what an unset value means
-            return action.help or ""
+        if action.default in (None, "", []) or isinstance(action, argparse._StoreFalseAction):
+            return action.help or ""  # the help says what an unset value (or the switch) means
         return super()._get_help_string(action)
 
     def _format_action_invocation(self, action):
@@ -30,7 +30,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         short = [o for o in action.option_strings if not o.startswith("--")][:1]
         long = [o for o in action.option_strings if o.startswith("--")][:1]
         negative = [o for o in action.option_strings if o.startswith("--no-")][:1]  # BooleanOptionalAction
-        names = ", ".join(short + long + negative)
+        names = ", ".join(dict.fromkeys(short + long + negative))
         if action.nargs == 0:
             return names
         return f"{names} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
@@ -129,6 +129,9 @@ def build_parser(description):
     g.add_argument("--amp-dtype", "--amp_dtype", dest="amp_dtype", choices=("bf16", "fp16"), default="fp16",
                    help="fp16 (with a GradScaler, as the official runs) or bf16")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default on CPU: its share of the cores minus its loader "
+                        "workers; on CUDA: torch's)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training model (the first steps compile: seconds on CUDA, minutes on CPU)")
     g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=50)
@@ -139,7 +142,7 @@ def build_parser(description):
     return p
 
 
-POSITIVE = ("T", "epochs", "batch_size", "accum_iter", "val_batch_size", "log_interval")
+POSITIVE = ("T", "epochs", "batch_size", "accum_iter", "val_batch_size", "log_interval", "threads")
 UNIT = ("in [0, 1]", lambda v: 0 <= v <= 1)
 RANGES = {  # float flags: (the rule, as --help would say it; the check); nan and inf never pass
     "lr": ("> 0", lambda v: v > 0), "blr": ("> 0", lambda v: v > 0), "min_lr": (">= 0", lambda v: v >= 0),

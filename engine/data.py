@@ -84,7 +84,7 @@ class SeededSamples(Dataset):
             torch.set_rng_state(saved[2])
 
 
-def make_loaders(train_set, val_set, args, d):
+def make_loaders(train_set, val_set, args, d, workers):
     """`train_set` None (--eval) gives no training loader. Training order and augmentation are functions
     of (seed, epoch, index), the same for any number of processes and workers, so runs are repeatable
     and resumable (TrainSampler, SeededSamples)."""
@@ -94,8 +94,8 @@ def make_loaders(train_set, val_set, args, d):
         val_sampler = ShardSampler(len(val_set), d.rank, d.world_size)
     else:
         val_sampler = ShardSampler(len(val_set), 0, 1) if d.main else ShardSampler(0, 0, 1)
-    common = dict(num_workers=args.workers, pin_memory=d.device.type == "cuda",
-                  worker_init_fn=ignore_stop_signals if args.workers else None)
+    common = dict(num_workers=workers, pin_memory=d.device.type == "cuda",
+                  worker_init_fn=ignore_stop_signals if workers else None)
     val_loader = DataLoader(val_set, batch_size=args.val_batch_size or args.batch_size, sampler=val_sampler,
                             **common)
     if train_set is None:  # --eval
@@ -195,6 +195,8 @@ def read_cifar_pickle(path, keys):
         raise DatasetError(f"{path} is not a CIFAR python pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(entry, dict):
         raise DatasetError(f"{path} holds a {type(entry).__name__}, expected a dict with keys {list(keys)}")
+    # pickles written by Python 3 code with bytes keys (b'data'): the same content
+    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
     missing = [k for k in keys if k not in entry]
     if missing:
         raise DatasetError(f"{path} has no {missing} (keys: {sorted(entry)}); expected {list(keys)}")

@@ -14,6 +14,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    local_world_size: int = 1  # processes on this node, which share its cores
 
     @property
     def main(self):
@@ -44,7 +45,7 @@ def init_distributed(device=None):
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
                                 device_id=dev if use_cuda else None)
-    return Dist(rank, world_size, local_rank, dev)
+    return Dist(rank, world_size, local_rank, dev, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
 def all_reduce_sum(values, d):
@@ -55,9 +56,24 @@ def all_reduce_sum(values, d):
     return t.tolist()
 
 
-def barrier(d):
-    if d.enabled:
-        dist.barrier()
+def share_cores(workers, threads, d):
+    """(loader workers, torch threads) for this process, from its share of the machine's cores: more
+    workers than cores only add contention (PyTorch warns), and on CPU torch's default of one thread
+    per core, beside busy workers, trains several times slower than one thread per free core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = max(1, cores // d.local_world_size)
+    notes = []
+    if workers > share:
+        notes.append(f"-j {workers} loader workers > the {share} cores of this process: using {share}")
+        workers = share
+    if threads is None and d.device.type == "cpu":
+        threads = max(1, share - workers)
+        notes.append(f"{threads} torch thread(s) ({share} cores - {workers} loader workers; --threads to change)")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if notes and d.main:
+        print("note: " + "; ".join(notes), flush=True)
+    return workers
 
 
 def shutdown(d):

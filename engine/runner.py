@@ -24,7 +24,7 @@ from .checkpoint import (check_finite, describe_progress, lock_run_folder, mid_e
 from . import registry
 from .config import input_size, parse_command_line
 from .data import make_loaders, make_mixup
-from .distributed import init_distributed, shutdown, sync_buffers
+from .distributed import init_distributed, share_cores, shutdown, sync_buffers
 from .runlog import RunLog, fmt_time
 from .loop import eval_line, evaluate, train_one_epoch, updates_per_epoch
 from .preemption import Interrupted, StopSignals, gather_rng_states
@@ -142,7 +142,7 @@ def _run(args, entry, d, stop, on_exit):
     settings = model_settings(args, num_classes)
     model = create_model(args, num_classes, settings).to(d.device)
     settings = settings.updated(model.architecture)  # as checkpoints record it
-    train_loader, val_loader = make_loaders(train_set, val_set, args, d)
+    train_loader, val_loader = make_loaders(train_set, val_set, args, d, share_cores(args.workers, args.threads, d))
 
     if args.eval:
         if not args.resume:
@@ -195,6 +195,7 @@ def _run(args, entry, d, stop, on_exit):
 
     # the resolved configuration, with what the flags left to the data, the model and the processes
     config = plain({**args.as_dict(), **model.architecture, "num_classes": num_classes, "lr": lr,
+                    "amp": amp_dtype is not None,  # as run: --amp does nothing on CPU
                     "world_size": d.world_size, "effective_batch_size": effective_batch,
                     "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir),
                     "dataset": entry.name})
@@ -206,7 +207,11 @@ def _run(args, entry, d, stop, on_exit):
         print(yaml.safe_dump(config, sort_keys=True), end="")
         print(f"effective batch {effective_batch} = {args.batch_size} per process x {d.world_size} "
               f"process(es) x {args.accum_iter} accumulation step(s); lr {lr:g} "
-              f"(peak, after {args.warmup_epochs} warm-up epochs)", flush=True)
+              f"(peak, after {args.warmup_epochs} warm-up epochs); {num_epochs} epochs = --epochs "
+              f"{args.epochs} + {args.cooldown_epochs} cool-down", flush=True)
+        if args.warmup_epochs >= args.epochs:
+            print(f"note: the {args.warmup_epochs} warm-up epochs are not shorter than --epochs {args.epochs}: "
+                  f"the lr never reaches its peak {lr:g}; lower --warmup-epochs for a short run", flush=True)
         print(f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{len(train_set)} training / {len(val_set)} validation samples, run folder {run_dir}", flush=True)
 

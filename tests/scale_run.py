@@ -81,7 +81,7 @@ def main():
     args = parse_command_line(entry, ["--data-dir", str(root), "-j", str(opts.workers), *flags])
     train, val, classes = entry.build(entry, args, True)
     print(f"data ready in {time.time() - started:.0f} s: {len(train)} train / {len(val)} val samples", flush=True)
-    train_loader, val_loader = make_loaders(train, val, args, Dist())
+    train_loader, val_loader = make_loaders(train, val, args, Dist(), args.workers)
     mixup = make_mixup(args, classes)
     seen, batches, seconds = drive(train_loader, mixup)
     print(f"train: {seen} samples in {batches} batches, {seconds:.0f} s ({seen / seconds:.0f} samples/s)", flush=True)

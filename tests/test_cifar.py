@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -400,3 +401,14 @@ def test_evaluating_a_checkpoint_on_data_with_other_classes_says_so_not_a_flag(c
     out = run_script("./cifar100/train.py", "--config", "./cifar100/cifar100.yml", "-data-dir", str(cifar_root),
                      *TINY_RUN, "--eval", "--resume", str(tmp_path / "run" / "checkpoint-last.pth"), expect=1)
     assert "classifies 10 classes, and this data has 100" in out and "--num-classes" not in out
+
+
+def test_cifar_pickles_with_bytes_keys_read_as_the_same_content(tmp_path):
+    import pickle
+    from engine.data import read_cifar_pickle
+    path = tmp_path / "data_batch_1"
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    with open(path, "wb") as f:
+        pickle.dump({b"data": data, b"labels": [3, 1]}, f)
+    entry = read_cifar_pickle(path, ["data", "labels"])
+    assert entry["labels"] == [3, 1] and np.array_equal(entry["data"], data)

@@ -274,3 +274,37 @@ def test_impossible_runs_are_one_line_before_any_work(argv, message, tmp_path):
     out = run_script("./cifar10/train.py", "--output", str(tmp_path), "-data-dir", str(tmp_path / "none"),
                      "-T", "1", "--embed-dim", "64", *argv, expect=1)
     assert message in out and "Traceback" not in out
+
+
+def test_workers_and_threads_share_the_cores_of_the_machine(monkeypatch, capsys):
+    import os
+    from engine.distributed import Dist, share_cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    assert share_cores(10, None, Dist()) == 8 and threads == [1]  # ImageNet's recipe on 8 cores
+    assert "-j 10 loader workers > the 8 cores" in capsys.readouterr().out
+    assert share_cores(2, None, Dist(local_world_size=2)) == 2 and threads[-1] == 2  # 4 cores each
+    assert share_cores(2, 3, Dist()) == 2 and threads[-1] == 3  # --threads wins
+    n = len(threads)
+    assert share_cores(2, None, Dist(device=torch.device("cuda", 0))) == 2 and len(threads) == n  # torch's own
+
+
+def test_help_lists_each_flag_once_with_what_it_does():
+    from engine.config import build_parser
+    text = build_parser("t").format_help()
+    assert "--no-verify, --no-verify" not in text and "(default: True)" not in text.split("--no-verify")[1][:200]
+    assert "--threads" in text
+
+
+def test_the_first_hour_notes_and_the_recorded_precision(tmp_path):
+    import yaml
+    from datagen import write_cifar
+    from test_cifar import run_script
+    write_cifar(tmp_path / "data", "cifar10")
+    out = run_script("./cifar10/train.py", "--config", "./cifar10/cifar10.yml", "-data-dir", str(tmp_path / "data"),
+                     "--output", str(tmp_path), "--experiment", "run", "--no-verify", "-T", "1", "--embed-dim", "64",
+                     "-b", "4", "--epochs", "1", "--cooldown-epochs", "0", "-j", "64")
+    assert "warm-up epochs are not shorter than --epochs 1" in out and "1 epochs = --epochs 1 + 0 cool-down" in out
+    assert "-j 64 loader workers >" in out
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["amp"] is False  # CPU: float32
