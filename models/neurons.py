@@ -129,8 +129,7 @@ def lif_backward_torch(d_seq, grad_spikes, grad_v, dtype):
     for t in reversed(range(d_seq.shape[0])):
         d = d_seq[t].float()
         sig = torch.sigmoid(d * ALPHA)
-        # spikingjelly's sigmoid_backward, grad * (1 - sig) * sig * alpha, in place
-        grad_h = torch.rsub(sig, 1.0).mul_(grad_spikes[t]).mul_(sig).mul_(ALPHA)
+        grad_h = sj.sigmoid_surrogate_grad(grad_spikes[t], sig, ALPHA)
         if grad_v is not None:
             grad_h.add_(torch.where(d < 0, grad_v, 0.0))  # dv/dh = 1 - s, reset detached
         grad_x_t = grad_h / TAU

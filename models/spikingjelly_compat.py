@@ -9,9 +9,9 @@
 - `functional.set_backend` and the CuPy kernels (`auto_cuda`) exist in 0.0.0.0.14 only.
 - The AEDAT header parser is `cifar10_dvs.skip_header` in 0.0.0.0.14, `_skip_header` in 2.0.
 - The surrogate gradient's products are grouped differently: 0.0.0.0.14 computes
-  ((grad * (1 - sig)) * sig) * alpha, 2.0 grad * ((1 - sig) * sig * alpha). Spikes and membrane
-  potentials agree bit for bit; gradients do where the incoming gradient is a power of two (alpha = 4
-  is), and otherwise to one rounding per step (docs/decisions.md, S2).
+  ((grad * (1 - sig)) * sig) * alpha, 2.0 grad * ((1 - sig) * sig * alpha); our LIF groups them as
+  the installed version does (`sigmoid_surrogate_grad`), so its spikes, membrane potentials and
+  gradients equal that version's LIFNode bit for bit (docs/decisions.md, S2).
 
 Everything else the project uses (`surrogate.Sigmoid`, `functional.reset_net`, `load_ATIS_bin` and
 `integrate_events_by_fixed_frames_number` in `spikingjelly.datasets`) has the same name and results.
@@ -59,3 +59,11 @@ def aedat_header_size(f):
     from spikingjelly.datasets import cifar10_dvs
     skip_header = cifar10_dvs._skip_header if IS_V2 else cifar10_dvs.skip_header
     return skip_header(f)
+
+
+def sigmoid_surrogate_grad(grad, sig, alpha):
+    """The sigmoid surrogate's backward, grad x (1 - sig) x sig x alpha, grouped as the installed version
+    groups it (in place on a new tensor), so that our LIF's gradients equal its LIFNode's bit for bit."""
+    if IS_V2:
+        return torch.rsub(sig, 1.0).mul_(sig).mul_(alpha).mul_(grad)
+    return torch.rsub(sig, 1.0).mul_(grad).mul_(sig).mul_(alpha)

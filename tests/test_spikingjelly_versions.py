@@ -79,10 +79,7 @@ def test_gradients_for_any_incoming_gradient_match_spikingjelly():
     ref = run(spikingjellys_lifnode(1.0), x, grad)
     ours = run(LIF(1.0, backend="torch"), x, grad)
     assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1])
-    if sj.IS_V2:
-        torch.testing.assert_close(ours[2], ref[2], atol=1e-6, rtol=1e-6)
-    else:
-        assert torch.equal(ours[2], ref[2])
+    assert torch.equal(ours[2], ref[2])
 
 
 # ---------------------------------------------------------------- DVS frames
