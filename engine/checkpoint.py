@@ -93,11 +93,14 @@ def link_atomic(src, dst):
         raise
 
 
-def training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config):
-    """`config`: the run's resolved configuration (plain values), stored as "args" as MAE/timm do."""
+def training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config, model_args):
+    """`config`: the run's resolved configuration (plain values), stored as "args" as MAE/timm do;
+    `model_args`: the model's own settings (ModelConfig.record), from which --eval, --resume and the
+    tools rebuild it."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "lr_scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch, "args": config}
+            "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch, "args": config,
+            "model_args": model_args}
 
 
 def save_epoch(state, run_dir, is_best, keep_epoch):
@@ -110,17 +113,22 @@ def save_epoch(state, run_dir, is_best, keep_epoch):
         link_atomic(last, run_dir / f"checkpoint-{state['epoch'] + 1}.pth")
 
 
-def restore(path, model, optimizer=None, scheduler=None, scaler=None, settings=None):
+def restore(path, model, optimizer=None, scheduler=None, scaler=None, settings=None, state=None, dry_run=False):
     """Load weights (ours or official, through models.checkpoint_filter_fn) and, when given, the
     optimizer, scaler and a stateful (plateau) scheduler. Returns the checkpoint. `settings`: the
     run's ModelConfig; weights that do not fit then name the flags the checkpoint was trained with.
 
     Other timm schedulers are functions of the epoch whose state is only their configuration, so
     the command line's schedule applies (a larger --epochs lengthens it); `schedule_changes` says so.
+    `state`: the checkpoint at `path`, when already read. dry_run: only check that the weights fit
+    (`model` may live on the meta device).
     """
-    state = models.read_checkpoint(path)
+    state = models.read_checkpoint(path) if state is None else state
     try:
-        model.load_state_dict(models.checkpoint_filter_fn(state, model))
+        weights = models.checkpoint_filter_fn(state, model)
+        if dry_run:
+            return state
+        model.load_state_dict(weights)
     except CheckpointMismatchError as exc:
         recorded = ModelConfig.recorded_in(state, path) if settings is not None else {}
         classes = recorded.pop("num_classes", None)

@@ -130,8 +130,8 @@ def build_parser(description):
                    help="fp16 (with a GradScaler, as the official runs) or bf16")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--threads", type=int, default=None,
-                   help="torch threads per process (default on CPU: its share of the cores minus its loader "
-                        "workers; on CUDA: torch's)")
+                   help="torch threads per process (default on CPU: OMP_NUM_THREADS if set, else its share of the "
+                        "cores minus its loader workers; on CUDA: torch's)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training model (the first steps compile: seconds on CUDA, minutes on CPU)")
     g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=50)
@@ -170,7 +170,17 @@ class FrozenConfig(argparse.Namespace):
         return self
 
     def as_dict(self):
-        return {k: v for k, v in vars(self).items() if k != "_frozen"}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    @property
+    def given(self):
+        """The destinations set on the command line (not by a recipe or a default)."""
+        return getattr(self, "_given", frozenset())
+
+    def replaced(self, values):
+        """A frozen copy with `values` instead."""
+        copy = FrozenConfig(**{**vars(self), **values, "_frozen": False})
+        return copy.freeze()
 
 
 def parse_command_line(entry, argv=None):
@@ -217,6 +227,7 @@ def parse_args(parser, argv=None, defaults=None, frozen=True):
     # what the user chose (command line or own yml), as opposed to what a recipe chose
     probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions})
     given = {k for k, v in vars(parser.parse_known_args(argv, namespace=probe)[0]).items() if v is not _UNSET}
+    args._given = frozenset(given)  # the command line's: a checkpoint's record goes over any recipe
     given |= set(user_recipe)
     if {"lr", "blr"} <= given:
         parser.error("give --lr (absolute) or --blr (scaled by the effective batch / 256), not both")

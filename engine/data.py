@@ -16,7 +16,6 @@ from torchvision.datasets.utils import check_integrity, download_and_extract_arc
 from models import UserError
 
 from .config import input_size
-from .preemption import ignore_stop_signals
 
 
 class DatasetError(UserError):
@@ -84,7 +83,7 @@ class SeededSamples(Dataset):
             torch.set_rng_state(saved[2])
 
 
-def make_loaders(train_set, val_set, args, d, workers):
+def make_loaders(train_set, val_set, args, d, workers, worker_init_fn=None):
     """`train_set` None (--eval) gives no training loader. Training order and augmentation are functions
     of (seed, epoch, index), the same for any number of processes and workers, so runs are repeatable
     and resumable (TrainSampler, SeededSamples)."""
@@ -95,7 +94,7 @@ def make_loaders(train_set, val_set, args, d, workers):
     else:
         val_sampler = ShardSampler(len(val_set), 0, 1) if d.main else ShardSampler(0, 0, 1)
     common = dict(num_workers=workers, pin_memory=d.device.type == "cuda",
-                  worker_init_fn=ignore_stop_signals if workers else None)
+                  worker_init_fn=worker_init_fn if workers else None)
     val_loader = DataLoader(val_set, batch_size=args.val_batch_size or args.batch_size, sampler=val_sampler,
                             **common)
     if train_set is None:  # --eval

@@ -66,7 +66,7 @@ def share_cores(workers, threads, d):
     if workers > share:
         notes.append(f"-j {workers} loader workers > the {share} cores of this process: using {share}")
         workers = share
-    if threads is None and d.device.type == "cpu":
+    if threads is None and d.device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):  # else the user's
         threads = max(1, share - workers)
         notes.append(f"{threads} torch thread(s) ({share} cores - {workers} loader workers; --threads to change)")
     if threads is not None:

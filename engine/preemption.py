@@ -7,6 +7,7 @@ mid-epoch checkpoint that `--resume` continues exactly (`engine.loop.train_one_e
 process the signal ended. A second signal stops at once; before training starts (or in --eval) there
 is nothing to save, so the first one does.
 """
+import multiprocessing
 import os
 import random
 import signal
@@ -39,7 +40,7 @@ class StopSignals:
     def __init__(self, verbose=True):
         self.verbose = verbose
         self.signum = None
-        self.armed = False
+        self._training = multiprocessing.Value("b", 0, lock=False)  # shared with loader workers
         self.previous = {}
 
     def __enter__(self):
@@ -47,9 +48,25 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc):
+        self.armed = False
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         return False
+
+    @property
+    def armed(self):
+        return bool(self._training.value)
+
+    @armed.setter
+    def armed(self, value):
+        self._training.value = int(value)
+
+    def worker_init(self, _worker_id=None):
+        """For DataLoader workers: a signal sent to the whole process group (Ctrl-C, scancel) waits while
+        the main process finishes its step (a worker that died mid-batch would make the loader raise in
+        that step); otherwise (the loader or Python ending the worker) it acts as usual."""
+        for s in SIGNALS:
+            signal.signal(s, _worker_handler(self._training))
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
@@ -78,11 +95,13 @@ class StopSignals:
         return requested
 
 
-def ignore_stop_signals(_worker_id=None):
-    """DataLoader workers leave stopping to the main process: a SIGTERM sent to the whole process group
-    would otherwise kill them, and the loader would abort the step the main process is finishing."""
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+def _worker_handler(training):
+    def handle(signum, frame):
+        if training.value:  # the main process finishes its step with this worker's batches, then ends it
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    return handle
 
 
 def rng_state(device):

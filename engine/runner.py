@@ -121,12 +121,39 @@ def claim_run_folder(args, d, T):
 
 
 
+def adopt_recorded_model(args, state, d):
+    """--resume and --eval continue the model a checkpoint records: its settings go over the recipe's
+    and the defaults, the flags the user gave go over them. Returns the configuration to run with."""
+    recorded = ModelConfig.recorded_in(state, args.resume)
+    recorded.pop("num_classes", None)  # the data's, checked against the weights on loading
+    current = ModelConfig.from_args(args)
+    with torch.device("meta"):
+        resolved = current.updated(current.build(num_classes=0).architecture)  # the variant's values filled in
+    adopted = {k: v for k, v in recorded.items() if k not in args.given and resolved.flags_for({k: v})}
+    if adopted and d.main:
+        print(f"{args.resume} records the model as {' '.join(current.flags_for(adopted))}: building that "
+              "(a flag on the command line overrides it)", flush=True)
+    return args.replaced(adopted) if adopted else args
+
+
 def _run(args, entry, d, stop, on_exit):
     seed_everything(args.seed + d.rank)
     amp_dtype = amp_dtype_for(args, d)
-    # everything cheap first, so that a bad flag or a taken folder fails in a second, not after the data work
+    if args.eval and not args.resume:
+        raise ConfigError("--eval needs --resume CKPT, the checkpoint to evaluate")
+    resumed = models.read_checkpoint(args.resume) if args.resume else None
+    if resumed is not None:
+        args = adopt_recorded_model(args, resumed, d)
+    # everything cheap first, so that a bad flag, weights that do not fit or a taken folder fail in a
+    # second, not after the data work (integrating event frames can take hours)
     with torch.device("meta"):
         probe = create_model(args, args.num_classes or entry.num_classes)
+    if resumed is not None and isinstance(resumed.get("model_args"), dict):
+        classes = resumed["model_args"].get("num_classes")
+        if isinstance(classes, int) and classes != probe.num_classes and args.num_classes is None:
+            with torch.device("meta"):
+                probe = create_model(args, classes)  # an ImageFolder's classes are the data's: checked later
+        restore(args.resume, probe, settings=model_settings(args, probe.num_classes), state=resumed, dry_run=True)
     effective_batch = args.batch_size * d.world_size * args.accum_iter
     lr = args.lr if args.lr is not None else args.blr * effective_batch / 256
     if args.min_lr > lr:
@@ -142,12 +169,11 @@ def _run(args, entry, d, stop, on_exit):
     settings = model_settings(args, num_classes)
     model = create_model(args, num_classes, settings).to(d.device)
     settings = settings.updated(model.architecture)  # as checkpoints record it
-    train_loader, val_loader = make_loaders(train_set, val_set, args, d, share_cores(args.workers, args.threads, d))
+    train_loader, val_loader = make_loaders(train_set, val_set, args, d, share_cores(args.workers, args.threads, d),
+                                            worker_init_fn=stop.worker_init)
 
     if args.eval:
-        if not args.resume:
-            raise ConfigError("--eval needs --resume CKPT, the checkpoint to evaluate")
-        restore(args.resume, model, settings=settings)
+        restore(args.resume, model, settings=settings, state=resumed)
         result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)
         if d.main:
             print(f"eval {args.resume}: {eval_line(result)}", flush=True)
@@ -175,7 +201,8 @@ def _run(args, entry, d, stop, on_exit):
     if args.finetune and not args.resume:
         models.load_checkpoint(model, args.finetune, strict=False)
     if args.resume:
-        state = restore(args.resume, model, optimizer, scheduler, scaler, settings=settings)
+        state = restore(args.resume, model, optimizer, scheduler, scaler, settings=settings, state=resumed)
+        del resumed  # its tensors are in the model and optimizer now
         start_epoch, best_acc, best_epoch = state["epoch"] + 1, state.get("best_acc"), state.get("best_epoch")
         position = mid_epoch_position(state, args, d)
         if d.main:
@@ -239,7 +266,7 @@ def _run(args, entry, d, stop, on_exit):
             if d.main:
                 check_finite(model, f"at epoch {epoch + 1}, step {position['step']}", run_dir)
                 state = training_state(model, optimizer, scheduler, scaler, epoch - 1, best_acc, best_epoch,
-                                       config)
+                                       config, settings.record())
                 save_atomic({**state, "position": position}, run_dir / "checkpoint-last.pth")
                 print(f"{stop.name}: saved epoch {epoch + 1}, step {position['step']}/{len(train_loader) + step} "
                       f"to {run_dir / 'checkpoint-last.pth'}; continue with the same command and --resume "
@@ -259,7 +286,8 @@ def _run(args, entry, d, stop, on_exit):
                       "train_img_s": stats["img_s"], "alpha": criterion.alpha}
             for name in ("pass1", "pass2"):
                 record.update({f"val_{name}_{k}": v for k, v in result[name].items()})
-            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config)
+            state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config,
+                                   settings.record())
             save_epoch({**state, "log_record": record}, run_dir, is_best,
                        keep_epoch=args.save_every and (epoch + 1) % args.save_every == 0)
             done = epoch + 1 - start_epoch

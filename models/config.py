@@ -87,11 +87,18 @@ class ModelConfig:
         """The configuration a parsed command line gives (a flag left at None: the field's default)."""
         return cls().updated(vars(args))
 
+    def record(self):
+        """A checkpoint's "model_args": every field but the runtime ones, as plain values."""
+        return {f.name: list(v) if isinstance(v, tuple) else v for f in dataclasses.fields(self)
+                if f.name not in self.RUNTIME and (v := getattr(self, f.name)) is not None}
+
     @classmethod
     def recorded_in(cls, checkpoint, source="the checkpoint"):
-        """{field: value} a checkpoint's "args" record (ours by field name, QKFormer/MAE's by theirs);
-        a model name only if it is one of ours; its model_kwargs only as `file_settings` allows."""
-        recorded = recorded_args(checkpoint)
+        """{field: value} a checkpoint records: its "model_args" (ours since they exist), else its run's
+        "args" (ours by field name, QKFormer/MAE's by theirs); a model name only if it is one of ours;
+        a value only if our flag could have given it; model_kwargs only as `file_settings` allows."""
+        own = checkpoint.get("model_args") if isinstance(checkpoint, dict) else None
+        recorded = own if isinstance(own, dict) else recorded_args(checkpoint)
         actions = {a.dest: a for a in cls.add_flags(argparse.ArgumentParser(add_help=False))._actions}
         found = {}
         for f in dataclasses.fields(cls):

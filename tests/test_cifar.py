@@ -120,10 +120,10 @@ def test_mismatched_checkpoint_lists_the_keys(cifar_root, tmp_path):
     assert "was trained with --embed-dim 64" in out and "add that to the command line" in out
 
 
-def test_checksums_are_verified_by_default(cifar_root):
+def test_checksums_are_verified_by_default(cifar_root, tmp_path):
     args = [a for a in TINY_RUN if a != "--no-verify"]
     out = run_script("./cifar10/train.py", "--config", "./cifar10/cifar10.yml", "-data-dir", str(cifar_root),
-                     *args, "--eval", "--resume", "x.pth", expect=1)
+                     *args, "--output", str(tmp_path), expect=1)
     assert "checksum" in out and "--no-verify" in out
 
 
@@ -159,7 +159,7 @@ def test_a_cifar_pickle_that_would_run_code_is_refused_even_without_checksums(tm
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({"data": _Payload(marker), "labels": [0]}, f)
     out = run_script("./cifar10/train.py", "--config", "./cifar10/cifar10.yml", "-data-dir", str(root), *TINY_RUN,
-                     "--eval", "--resume", "x.pth", expect=1)
+                     "--output", str(tmp_path / "out"), expect=1)
     assert "test_batch is not a CIFAR python pickle" in out and "system" in out
     assert "Traceback" not in out and not marker.exists()
 
@@ -412,3 +412,37 @@ def test_cifar_pickles_with_bytes_keys_read_as_the_same_content(tmp_path):
         pickle.dump({b"data": data, b"labels": [3, 1]}, f)
     entry = read_cifar_pickle(path, ["data", "labels"])
     assert entry["labels"] == [3, 1] and np.array_equal(entry["data"], data)
+
+
+def test_eval_and_resume_build_the_model_the_checkpoint_records(cifar_root, tmp_path):
+    """The README's eval command with no model flag, for a model of another size than the recipe's."""
+    train("cifar10", cifar_root, tmp_path, "--epochs", "1", "--experiment", "run", "--depths", "1", "1", "1",
+          "--num-heads", "2", "--model-kwargs", "mlp_ratio=2")
+    ckpt = tmp_path / "run" / "checkpoint-last.pth"
+    assert torch.load(ckpt, weights_only=True)["model_args"]["depths"] == [1, 1, 1]
+    seed_command = ["--config", "./cifar10/cifar10.yml", "-data-dir", str(cifar_root), "--no-verify", "-j", "0"]
+    out = run_script("./cifar10/train.py", *seed_command, "--eval", "--resume", str(ckpt))
+    assert "records the model as --T 1 --embed-dim 64 --depths 1 1 1 --num-heads 2" in out and "eval " in out
+    out = run_script("./cifar10/train.py", *seed_command, "--eval", "--resume", str(ckpt), "--embed-dim", "128",
+                     expect=1)  # a flag given wins, and the weights do not fit it: one clear error
+    assert "was trained with" in out and "--embed-dim 64" in out and "Traceback" not in out
+    out = run_script("./cifar10/train.py", *seed_command, "--output", str(tmp_path), "--resume", str(ckpt),
+                     "--epochs", "2", "--cooldown-epochs", "0", "-b", "4")
+    assert "records the model as" in out and "epoch 2/2" in out
+
+
+def test_a_checkpoint_from_before_model_args_still_evaluates_and_resumes(cifar_root, tmp_path):
+    from conftest import DATA
+    import shutil
+    ckpt = tmp_path / "old" / "checkpoint-last.pth"
+    ckpt.parent.mkdir()
+    shutil.copy(DATA / "run_checkpoint_d4e238c.pth", ckpt)
+    seed_command = ["--config", "./cifar10/cifar10.yml", "-data-dir", str(cifar_root), "--no-verify", "-j", "0"]
+    out = run_script("./cifar10/train.py", *seed_command, "--eval", "--resume", str(ckpt))
+    assert "records the model as --T 2 --embed-dim 32 --depths 1 1 1 --num-heads 2" in out and "eval " in out
+    out = run_script("./cifar10/train.py", *seed_command, "--resume", str(ckpt), "--epochs", "2",
+                     "--cooldown-epochs", "0", "-b", "4")
+    assert "epoch 2/2" in out and "done" in out
+    out = run_script("./tools/energy.py", "--checkpoint", str(ckpt), "--data-path", str(cifar_root), "--no-verify",
+                     "-b", "4", "--num-batches", "1")
+    assert "T=2" in out and "embed_dim=32" in out

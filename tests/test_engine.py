@@ -280,6 +280,7 @@ def test_workers_and_threads_share_the_cores_of_the_machine(monkeypatch, capsys)
     import os
     from engine.distributed import Dist, share_cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     threads = []
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     assert share_cores(10, None, Dist()) == 8 and threads == [1]  # ImageNet's recipe on 8 cores

@@ -175,3 +175,14 @@ def test_killing_the_frame_integration_at_any_moment_leaves_a_usable_cache(tmp_p
     for path, _ in samples:
         with np.load(root / path) as f:
             assert f["frames"].shape[:2] == (16, 2)
+
+
+def test_an_eval_whose_weights_cannot_fit_fails_before_any_frame_is_integrated(dvs_root, tmp_path):
+    out = tmp_path / "out"
+    common = ["--output-dir", str(out), "--data-path", str(dvs_root), "--input-size", "64", *TINY]
+    run_script("./cifar10dvs/train.py", *common, "--T", "2", "--epochs", "1")
+    log = run_script("./cifar10dvs/train.py", *common, "--eval", "--resume", str(out / "checkpoint-last.pth"),
+                     "--embed-dim", "128", "--T", "5", expect=1)
+    assert "was trained with" in log and "integrating" not in log and "Traceback" not in log
+    log = run_script("./cifar10dvs/train.py", *common, "--eval", "--resume", str(out / "checkpoint-last.pth"))
+    assert "records the model as" in log and "pass-2 top-1" in log and "integrating" not in log  # T 2, cached
