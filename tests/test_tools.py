@@ -312,3 +312,20 @@ def test_bad_tool_arguments_are_one_line(cifar_root, tool, argv, message):
     out = run_script(f"./tools/{tool}.py", "--dataset", "cifar10", "--data-path", str(cifar_root), *TINY, *argv,
                      expect=2 if ": must be" in message else 1)
     assert message in out and "Traceback" not in out
+
+
+def test_tools_analyse_a_run_under_its_own_normalisation_and_size(cifar_root, tmp_path):
+    from tools.common import build_parser, eval_data, load_model
+    run_script("./cifar10/train.py", "--output", str(tmp_path), "--experiment", "run", "-data-dir", str(cifar_root),
+               "-T", "1", "--embed-dim", "64", "-b", "4", "-j", "0", "--no-verify", "--epochs", "1",
+               "--warmup-epochs", "0", "--cooldown-epochs", "0", "--mean", "0.1", "0.2", "0.3", "--std", "0.5",
+               "0.5", "0.5", "--img-size", "16")
+    args = build_parser("t").parse_args(["--checkpoint", str(tmp_path / "run" / "checkpoint-last.pth"),
+                                         "--data-path", str(cifar_root), "--no-verify", "--device", "cpu"])
+    model = load_model(args)
+    dataset, mean, std = eval_data(args, model)
+    assert (mean, std) == ([0.1, 0.2, 0.3], [0.5, 0.5, 0.5]) and dataset[0][0].shape == (3, 16, 16)
+    assert 0 <= dataset[0][0].min() and dataset[0][0].max() <= 1  # unnormalised: InputSpace normalises
+    args = build_parser("t").parse_args(["--checkpoint", str(tmp_path / "run" / "checkpoint-last.pth"),
+                                         "--data-path", str(cifar_root), "--no-verify", "--input-size", "24"])
+    assert eval_data(args, load_model(args))[0][0][0].shape == (3, 24, 24)  # the flag wins

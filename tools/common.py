@@ -4,16 +4,14 @@ import argparse
 import csv
 import sys
 import warnings
-from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
-from timm.data import create_transform
 
 import models
 from models import ConfigError
-from engine import data as engine_data
-from engine.registry import DATASETS, eval_crop_pct
+from engine.config import input_size, parse_command_line
+from engine.registry import DATASETS
 from models.config import ModelConfig, recorded_args
 
 
@@ -69,12 +67,7 @@ def load_model(args):
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: no CUDA GPU is visible here; use --device cpu")
     model = cfg.build()
-    size = args.input_size or recorded_input_size(checkpoint)
-    if size is not None:
-        if len(size) > 2 or any(side % model.reduction for side in size):
-            raise ConfigError(f"--input-size {' '.join(map(str, size))}: one value or H W, each divisible by "
-                              f"{model.reduction} (the model's downsampling)")
-        model.input_size = (size[0], size[-1])
+    args.data = data_settings(entry, checkpoint, args, model)
     if checkpoint is not None:
         model.load_state_dict(models.checkpoint_filter_fn(checkpoint, model))
         print(f"{args.checkpoint}: {cfg.model} " + ", ".join(f"{k}={v}" for k, v in cfg.kwargs().items()))
@@ -93,30 +86,42 @@ def recorded_input_size(checkpoint):
     return tuple(size) if isinstance(size, (list, tuple)) and len(size) in (1, 2) else None
 
 
+def data_settings(entry, checkpoint, args, model):
+    """The run's evaluation data settings, resolved once as its train.py resolves them: --input-size,
+    else the checkpoint's; its mean, std and crop where it records them (a run with its own
+    normalisation is analysed under it), else the dataset's recipe and variant."""
+    recorded = recorded_args(checkpoint)
+    trained = recorded_input_size(checkpoint)
+    size = args.input_size or trained
+    if size is not None and (len(size) > 2 or any(side % model.reduction for side in size)):
+        raise ConfigError(f"--input-size {' '.join(map(str, size))}: one value or H W, each divisible by "
+                          f"{model.reduction} (the model's downsampling)")
+    run = parse_command_line(entry, ["--img-size", *map(str, size)] if size else [])
+    data = {"img_size": list(input_size(run)), "mean": run.mean, "std": run.std, "crop_pct": run.crop_pct}
+    for key in ("mean", "std"):
+        value = recorded.get(key)
+        if isinstance(value, list) and len(value) == len(run.mean) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            data[key] = value
+    crop = recorded.get("crop_pct")
+    if isinstance(crop, (int, float)) and 0 < crop <= 1 and tuple(data["img_size"]) == tuple(trained or ()):
+        data["crop_pct"] = crop
+    return data
+
+
 def eval_data(args, model):
-    """(dataset of unnormalised inputs in [0, 1] (static) or event-count frames, mean, std), at the
-    model's time steps and the input size its checkpoint records (flags override both)."""
+    """(evaluation set of unnormalised inputs in [0, 1] (static) or event-count frames, mean, std), built
+    by the dataset's own code (its registry entry) with `args.data` at the model's time steps."""
     entry = DATASETS[args.dataset]
-    data = entry.data_config
-    size = args.input_size or getattr(model, "input_size", None) or data["input_size"]
-    size = (size[0], size[-1])
-    if entry.event:
-        from engine.dvs import event_datasets
-        ns = SimpleNamespace(data_dir=args.data_path, T=args.T or model.T, dts_cache=args.dts_cache)
-        _, test, _ = event_datasets(args.dataset, ns, size)
-        check_classes(test, model, args)
-        return test, None, None
-    mean, std = data["mean"], data["std"]
-    crop = 1.0 if args.dataset != "imagenet" else eval_crop_pct(size)
-    # normalised with mean 0, std 1: float images in [0, 1]; the model's own normalisation is InputSpace's
-    transform = create_transform(size, is_training=False, crop_pct=crop, interpolation="bicubic",
-                                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    if args.dataset == "imagenet":
-        dataset = engine_data.image_folder(args.data_path, "val", transform)
-    else:
-        dataset = engine_data.cifar_dataset(args.dataset, args.data_path, False, transform, verify=args.verify)
+    run = parse_command_line(entry, []).replaced({
+        **args.data, "mean": [0.0] * len(args.data["mean"]), "std": [1.0] * len(args.data["std"]),
+        "data_dir": args.data_path, "verify": args.verify, "dts_cache": args.dts_cache, "eval": True,
+        "T": args.T or model.T})  # normalised with mean 0, std 1: the model's own normalisation is InputSpace's
+    _, dataset, _ = entry.build(entry, run, False)
     check_classes(dataset, model, args)
-    return dataset, mean, std
+    if entry.event:
+        return dataset, None, None
+    return dataset, args.data["mean"], args.data["std"]
 
 
 def check_classes(dataset, model, args):
