@@ -31,7 +31,7 @@ class DatasetEntry:
 
     @property
     def recipe(self):
-        return ROOT / self.folder / f"{self.folder}.yml"
+        return ROOT / self.folder / f"{Path(self.folder).name}.yml"
 
     @property
     def data_config(self):
