@@ -9,6 +9,7 @@ the seed commands of every folder work; --help shows one spelling and the recipe
 import argparse
 import math
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -261,8 +262,9 @@ def parse_args(parser, argv=None, defaults=None, frozen=True):
     return args.freeze() if frozen else args
 
 
-def read_recipe(parser, path):
-    """A yml recipe as {destination: value}; any problem is a parser error naming the file."""
+def read_recipe(parser, path, _seen=()):
+    """A yml recipe as {destination: value}; any problem is a parser error naming the file. A recipe may
+    begin with `extends: OTHER.yml` (relative to its own folder) and hold only what differs."""
     try:
         with open(path) as f:
             recipe = yaml.safe_load(f)
@@ -273,6 +275,12 @@ def read_recipe(parser, path):
     recipe = recipe or {}
     if not isinstance(recipe, dict):
         parser.error(f"{path} must be a mapping of flag names to values, got a {type(recipe).__name__}")
+    base = {}
+    if "extends" in recipe:
+        other = Path(path).parent / str(recipe.pop("extends"))
+        if other.resolve() in _seen:
+            parser.error(f"{path}: extends {other}, which extends it back")
+        base = read_recipe(parser, other, (*_seen, Path(path).resolve()))
     actions = {a.dest: a for a in parser._actions}
     unknown = sorted(set(recipe) - set(actions))
     if unknown:
@@ -289,7 +297,7 @@ def read_recipe(parser, path):
             recipe["model_kwargs"] = file_settings(parse_model_kwargs(recipe["model_kwargs"]), path)
         except ConfigError as exc:
             parser.error(str(exc))
-    return recipe
+    return {**base, **recipe}
 
 
 def input_size(args):

@@ -309,7 +309,13 @@ class SNNAugmentWide:
 
 
 def event_datasets(name, args, size):
-    train, test, classes = load_split(name, args.data_dir, args.T, size, cache_dir=args.dts_cache or None)
+    """(train set or None with --eval, test set, classes) at the model's T: -T, else the variant's."""
+    T = args.T
+    if T is None:
+        from models.config import ModelConfig
+        with torch.device("meta"):
+            T = ModelConfig.from_args(args).build(num_classes=0).T
+    train, test, classes = load_split(name, args.data_dir, T, size, cache_dir=args.dts_cache or None)
     root = Path(args.data_dir).resolve()
     # N-Caltech101's 180x240 frames to the input size (128x128 as the official code); bilinear on counts
     resize = tv_transforms.Resize(tuple(size), interpolation=InterpolationMode.BILINEAR, antialias=False)

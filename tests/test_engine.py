@@ -309,3 +309,21 @@ def test_the_first_hour_notes_and_the_recorded_precision(tmp_path):
     assert "warm-up epochs are not shorter than --epochs 1" in out and "1 epochs = --epochs 1 + 0 cool-down" in out
     assert "-j 64 loader workers >" in out
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["amp"] is False  # CPU: float32
+
+
+def test_recipes_state_a_setting_once_and_extend_each_other(tmp_path):
+    from engine import registry
+    from engine.config import build_parser, parse_command_line, read_recipe
+    parser = build_parser("t")
+    assert read_recipe(parser, registry.get("cifar100").recipe) == read_recipe(parser, registry.get("cifar10").recipe)
+    assert read_recipe(parser, registry.get("ncaltech101").recipe) == \
+        read_recipe(parser, registry.get("cifar10dvs").recipe)
+    for entry in registry.DATASETS.values():  # T is the variant's, stated there only
+        assert "T" not in read_recipe(parser, entry.recipe)
+        assert parse_command_line(entry, []).T is None
+    (tmp_path / "a.yml").write_text("extends: b.yml\nlr: 0.5\n")
+    (tmp_path / "b.yml").write_text("extends: a.yml\nepochs: 3\n")
+    with pytest.raises(SystemExit):
+        read_recipe(parser, tmp_path / "a.yml")
+    (tmp_path / "b.yml").write_text("epochs: 3\nlr: 0.1\n")
+    assert read_recipe(parser, tmp_path / "a.yml") == {"epochs": 3, "lr": 0.5}
