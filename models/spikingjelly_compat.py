@@ -24,9 +24,9 @@ import torch
 VERSION = version("spikingjelly")
 IS_V2 = int(VERSION.split(".")[0]) >= 2
 
-# 0.0.0.0.14 scripts its eval kernels with torch.jit, which torch 2.x warns about at import
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
-from spikingjelly.activation_based import functional, neuron, surrogate  # noqa: E402,F401
+with warnings.catch_warnings():  # 0.0.0.0.14 scripts its eval kernels with torch.jit: torch 2.x warns at import
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
+    from spikingjelly.activation_based import functional, neuron, surrogate  # noqa: F401
 
 # what LIFNode's constructor needs beyond the neuron's parameters: 0.0.0.0.14 wants its torch path named
 LIF_NODE_BACKEND = {} if IS_V2 else {"backend": "torch"}

@@ -37,15 +37,21 @@ def build_parser(description):
     p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                    help="the data to analyse on (default: the checkpoint's, else cifar10)")
     p.add_argument("--checkpoint", default="", help="weights to analyse (none: random weights, with a warning)")
-    p.add_argument("--data-path", "--data_path", "-data-dir", dest="data_path", default="./data")
-    p.add_argument("-b", "--batch-size", dest="batch_size", type=positive_int, default=16)
-    p.add_argument("--num-batches", dest="num_batches", type=positive_int, default=4, help="batches of data to use")
-    p.add_argument("--input-size", dest="input_size", type=positive_int, nargs="+", default=None,
+    # train.py's spellings too, so that a training command's flags carry over
+    p.add_argument("--data-path", "--data_path", "-data-dir", "--data-dir", "--data_dir", dest="data_path",
+                   default="./data", help="dataset folder")
+    p.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=16)
+    p.add_argument("--num-batches", "--num_batches", dest="num_batches", type=positive_int, default=4,
+                   help="batches of data to use")
+    p.add_argument("--input-size", "--input_size", "--img-size", "--img_size", dest="input_size", type=positive_int,
+                   nargs="+", default=None,
                    help="one value or H W (default: the checkpoint's, else the variant's)")
     ModelConfig.add_flags(p.add_argument_group("model"), inherit=True)
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="CIFAR pickles with other checksums")
-    p.add_argument("--dts-cache", "--dts_cache", dest="dts_cache", default="")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false",
+                   help="accept CIFAR pickles whose checksums differ from the official ones")
+    p.add_argument("--dts-cache", "--dts_cache", dest="dts_cache", default="",
+                   help="event data: the folder of the split train.py made")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--output", default="", help="where the CSV or PNG goes")
     return p
 
