@@ -55,43 +55,51 @@ def build_parser(description):
                    help="accept dataset files whose checksums differ from the official ones")
     g.add_argument("--img-size", "--img_size", "--input-size", "--input_size", dest="img_size", type=int,
                    nargs="+", default=None, help="input size: one value (square) or H W")
-    g.add_argument("-j", "--workers", "--num-workers", "--num_workers", dest="workers", type=int, default=4)
-    g.add_argument("--mean", type=float, nargs="+", default=None)
-    g.add_argument("--std", type=float, nargs="+", default=None)
-    g.add_argument("--crop-pct", "--crop_pct", dest="crop_pct", type=float, default=None)
+    g.add_argument("-j", "--workers", "--num-workers", "--num_workers", dest="workers", type=int, default=4,
+                   help="loader worker processes per training process (capped at its cores)")
+    g.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel input mean (unset: the variant's)")
+    g.add_argument("--std", type=float, nargs="+", default=None, help="per-channel input std (unset: the variant's)")
+    g.add_argument("--crop-pct", "--crop_pct", dest="crop_pct", type=float, default=None,
+                   help="evaluation centre-crop fraction (unset: the variant's; ImageNet: 224/256 up to 224)")
     g.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area")
     g.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), help="random-resized-crop aspect")
-    g.add_argument("--hflip", type=float, default=0.5)
-    g.add_argument("--color-jitter", "--color_jitter", dest="color_jitter", type=float, default=0.0)
+    g.add_argument("--hflip", type=float, default=0.5, help="horizontal-flip probability")
+    g.add_argument("--color-jitter", "--color_jitter", dest="color_jitter", type=float, default=0.0,
+                   help="colour-jitter strength (0: off)")
     g.add_argument("--aa", default=None,
                    help="timm auto-augment policy, e.g. rand-m9-n1-mstd0.4-inc1; 'none' or '' for none")
-    g.add_argument("--interpolation", default="bicubic")
+    g.add_argument("--interpolation", default="bicubic", help="evaluation resize interpolation")
     g.add_argument("--train-interpolation", "--train_interpolation", dest="train_interpolation",
-                   default="bicubic")
+                   default="bicubic", help="training resize interpolation")
     g.add_argument("--reprob", type=float, default=0.0, help="random erasing probability")
-    g.add_argument("--remode", default="const")
-    g.add_argument("--recount", type=int, default=1)
+    g.add_argument("--remode", default="const", help="random-erasing fill: const, rand or pixel")
+    g.add_argument("--recount", type=int, default=1, help="random-erasing count per image")
     g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
     g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    g.add_argument("--mixup-prob", "--mixup_prob", dest="mixup_prob", type=float, default=1.0)
+    g.add_argument("--mixup-prob", "--mixup_prob", dest="mixup_prob", type=float, default=1.0,
+                   help="probability of mixing a batch")
     g.add_argument("--mixup-switch-prob", "--mixup_switch_prob", dest="mixup_switch_prob", type=float,
-                   default=0.5)
-    g.add_argument("--mixup-mode", "--mixup_mode", dest="mixup_mode", default="batch")
+                   default=0.5, help="probability of cutmix instead of mixup when both are on")
+    g.add_argument("--mixup-mode", "--mixup_mode", dest="mixup_mode", default="batch",
+                   help="mix per batch, pair or elem")
     g.add_argument("--mixup-off-epoch", "--mixup_off_epoch", dest="mixup_off_epoch", type=int, default=0,
                    help="turn mixup/cutmix off from this epoch (0: never)")
     g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=300, help="epochs before the cool-down")
-    g.add_argument("--cooldown-epochs", "--cooldown_epochs", dest="cooldown_epochs", type=int, default=0)
+    g.add_argument("--cooldown-epochs", "--cooldown_epochs", dest="cooldown_epochs", type=int, default=0,
+                   help="epochs at the minimum lr after --epochs")
     g.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
                    help="per process")
-    g.add_argument("--val-batch-size", "--val_batch_size", dest="val_batch_size", type=int, default=None)
+    g.add_argument("--val-batch-size", "--val_batch_size", dest="val_batch_size", type=int, default=None,
+                   help="evaluation batch per process (unset: --batch-size)")
     g.add_argument("--accum-iter", "--accum_iter", dest="accum_iter", type=int, default=1,
                    help="gradient accumulation steps")
-    g.add_argument("--opt", default="adamw")
-    g.add_argument("--opt-eps", "--opt_eps", dest="opt_eps", type=float, default=None)
-    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--opt", default="adamw", help="timm optimizer name")
+    g.add_argument("--opt-eps", "--opt_eps", dest="opt_eps", type=float, default=None,
+                   help="optimizer epsilon (unset: timm's)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (absolute)")
     g.add_argument("--blr", type=float, default=None,
                    help="base lr: without --lr, lr = blr x effective batch / 256")
@@ -100,15 +108,20 @@ def build_parser(description):
     g.add_argument("--sched-on-updates", "--sched_on_updates", dest="sched_on_updates",
                    action=argparse.BooleanOptionalAction, default=False,
                    help="step the lr schedule every update instead of every epoch")
-    g.add_argument("--min-lr", "--min_lr", dest="min_lr", type=float, default=1e-5)
-    g.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=0.05)
-    g.add_argument("--sched", default="cosine")
-    g.add_argument("--warmup-epochs", "--warmup_epochs", dest="warmup_epochs", type=int, default=0)
-    g.add_argument("--warmup-lr", "--warmup_lr", dest="warmup_lr", type=float, default=1e-5)
+    g.add_argument("--min-lr", "--min_lr", dest="min_lr", type=float, default=1e-5,
+                   help="lr at the end of the schedule")
+    g.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=0.05,
+                   help="decoupled weight decay (AdamW)")
+    g.add_argument("--sched", default="cosine", help="timm lr schedule name")
+    g.add_argument("--warmup-epochs", "--warmup_epochs", dest="warmup_epochs", type=int, default=0,
+                   help="linear warm-up epochs from --warmup-lr")
+    g.add_argument("--warmup-lr", "--warmup_lr", dest="warmup_lr", type=float, default=1e-5,
+                   help="lr at the start of the warm-up")
     g.add_argument("--warmup-prefix", "--warmup_prefix", dest="warmup_prefix",
                    action=argparse.BooleanOptionalAction, default=False,
                    help="cosine over the epochs after the warm-up (MAE's shape); --epochs stays the total")
-    g.add_argument("--clip-grad", "--clip_grad", dest="clip_grad", type=float, default=None)
+    g.add_argument("--clip-grad", "--clip_grad", dest="clip_grad", type=float, default=None,
+                   help="clip the gradient norm to this (unset: no clipping)")
 
     g = p.add_argument_group("run")
     g.add_argument("--output", "--output-dir", "--output_dir", dest="output", default="./outputs",
@@ -121,10 +134,12 @@ def build_parser(description):
                         "that do not fit are reported and keep their initialisation")
     g.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate with --eval)")
     g.add_argument("--eval", action="store_true", help="evaluate --resume and exit")
-    g.add_argument("--start-epoch", "--start_epoch", dest="start_epoch", type=int, default=None)
+    g.add_argument("--start-epoch", "--start_epoch", dest="start_epoch", type=int, default=None,
+                   help="epoch to start at (unset: 0, or the resumed one's next)")
     g.add_argument("--save-every", "--save_every", dest="save_every", type=int, default=0,
                    help="also keep checkpoint-EPOCH.pth every N epochs")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=42,
+                   help="seed of order, augmentation and initialisation (rank r adds r)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (CUDA only)")
     g.add_argument("--amp-dtype", "--amp_dtype", dest="amp_dtype", choices=("bf16", "fp16"), default="fp16",
@@ -135,7 +150,8 @@ def build_parser(description):
                         "cores minus its loader workers; on CUDA: torch's)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training model (the first steps compile: seconds on CUDA, minutes on CPU)")
-    g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=50)
+    g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=50,
+                   help="a progress line every N steps")
     g.add_argument("--dist-eval", "--dist_eval", dest="dist_eval", action=argparse.BooleanOptionalAction,
                    default=True, help="shard evaluation over processes")
     g.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None,

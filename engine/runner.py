@@ -19,8 +19,8 @@ import models
 from models import ConfigError, SpiLiFormerLoss, UserError, linear_alpha, user_message
 from models.config import ModelConfig
 
-from .checkpoint import (check_finite, describe_progress, lock_run_folder, mid_epoch_position, plain, progress_of, repair_best, restore,
-                         save_atomic, save_epoch, schedule_changes, training_state)
+from .checkpoint import (check_finite, describe_progress, lock_run_folder, mid_epoch_position, plain, progress_of,
+                         repair_best, restore, save_atomic, save_epoch, schedule_changes, training_state)
 from . import registry
 from .config import input_size, parse_command_line
 from .data import make_loaders, make_mixup

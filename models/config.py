@@ -47,19 +47,21 @@ class ModelConfig:
     embed_dim: Optional[int] = setting(None, "--embed-dim", "--embed_dim", type=int,
                                        help="width of the deepest stage, to shrink the model")
     depths: Optional[tuple] = setting(None, "--depths", type=int, nargs="+", help="blocks per stage")
-    num_heads: Optional[int] = setting(None, "--num-heads", "--num_heads", type=int)
+    num_heads: Optional[int] = setting(None, "--num-heads", "--num_heads", type=int,
+                                       help="attention heads (unset: the variant's)")
     mlp_ratio: Optional[float] = setting(None, "--mlp-ratio", "--mlp_ratio", type=float,
                                          help="MLP hidden width / block width (unset: the variant's)")
     ff_lidiff: bool = on_off(True, "--ff-lidiff", "--ff_lidiff", help="FF-LiDiff attention (off: QKFormer token "
                              "attention)")
     fb_lidiff: bool = on_off(True, "--fb-lidiff", "--fb_lidiff", help="FB-LiDiff attention with feedback "
                              "(off: one pass)")
-    feedback_scale: float = setting(1.0, "--feedback-scale", "--feedback_scale", type=float)
+    feedback_scale: float = setting(1.0, "--feedback-scale", "--feedback_scale", type=float,
+                                    help="s in A = O (m1 - m2) s, eq 15 (official CIFAR-100: 2.0)")
     chained_feedback: bool = on_off(False, "--chained-feedback", "--chained_feedback",
                                     help="feedback decoder m reads decoder m-1 (ablation; eq 15: each reads A)")
     drop_path: float = setting(0.0, "--drop-path", "--drop_path", type=float, kwarg="drop_path_rate",
                                help="stochastic depth rate of the last block (linear from 0 over the blocks)")
-    neuron: str = setting("lif", "--neuron", choices=NEURONS)
+    neuron: str = setting("lif", "--neuron", choices=NEURONS, help="lif, or ilif (integer LIF, Table 1's T=1 row)")
     legacy: bool = on_off(False, "--legacy", help="official numerics, for released weights")
     backend: str = setting("auto", "--backend", choices=BACKENDS, help="LIF kernel (not a property of the weights)")
     model_kwargs: dict = setting({}, "--model-kwargs", "--model_kwargs", nargs="*", metavar="K=V",
