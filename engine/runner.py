@@ -121,6 +121,16 @@ def claim_run_folder(args, d, T):
 
 
 
+def save_mid_epoch(model, state, run_dir, steps, stop):
+    """checkpoint-last.pth at a step inside an epoch (a signal asked to stop), and how to go on."""
+    epoch, step = state["position"]["epoch"], state["position"]["step"]
+    check_finite(model, f"at epoch {epoch + 1}, step {step}", run_dir)
+    last = run_dir / "checkpoint-last.pth"
+    save_atomic(state, last)
+    print(f"{stop.name}: saved epoch {epoch + 1}, step {step}/{steps} to {last}; continue with the same "
+          f"command and --resume {last}", file=sys.stderr, flush=True)
+
+
 def adopt_recorded_model(args, state, d):
     """--resume and --eval continue the model a checkpoint records: its settings go over the recipe's
     and the defaults, the flags the user gave go over them. Returns the configuration to run with."""
@@ -136,16 +146,12 @@ def adopt_recorded_model(args, state, d):
     return args.replaced(adopted) if adopted else args
 
 
-def _run(args, entry, d, stop, on_exit):
-    seed_everything(args.seed + d.rank)
-    amp_dtype = amp_dtype_for(args, d)
-    if args.eval and not args.resume:
-        raise ConfigError("--eval needs --resume CKPT, the checkpoint to evaluate")
-    resumed = models.read_checkpoint(args.resume) if args.resume else None
+def preflight(args, entry, d, resumed):
+    """Everything cheap, before the data work (integrating event frames can take hours): the model
+    settings (a resumed checkpoint's record under the flags given), that its weights fit them, and the
+    lr. Returns (args, a model on the meta device, the peak lr, the effective batch)."""
     if resumed is not None:
         args = adopt_recorded_model(args, resumed, d)
-    # everything cheap first, so that a bad flag, weights that do not fit or a taken folder fail in a
-    # second, not after the data work (integrating event frames can take hours)
     with torch.device("meta"):
         probe = create_model(args, args.num_classes or entry.num_classes)
     if resumed is not None and isinstance(resumed.get("model_args"), dict):
@@ -159,6 +165,33 @@ def _run(args, entry, d, stop, on_exit):
     if args.min_lr > lr:
         raise ConfigError(f"--min-lr {args.min_lr:g} is above the peak lr {lr:g} (the schedule would rise); lower "
                           "--min-lr, or raise --lr / --blr")
+    return args, probe, lr, effective_batch
+
+
+def optimization(args, model, lr, steps):
+    """(optimizer, scheduler, epochs including the cool-down) of the recipe, from timm."""
+    opt_kwargs = {"eps": args.opt_eps} if args.opt_eps is not None else {}
+    optimizer = create_optimizer_v2(model, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum, layer_decay=args.layer_decay, **opt_kwargs)
+    # --warmup-prefix: the cosine spans the epochs after the warm-up (MAE); --epochs stays the total
+    decay_epochs = max(args.epochs - args.warmup_epochs, 1) if args.warmup_prefix else args.epochs
+    scheduler, num_epochs = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=decay_epochs,
+                                                cooldown_epochs=args.cooldown_epochs, min_lr=args.min_lr,
+                                                warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
+                                                warmup_prefix=args.warmup_prefix,
+                                                step_on_epochs=not args.sched_on_updates, updates_per_epoch=steps)
+    if args.warmup_prefix:
+        num_epochs = args.epochs + args.cooldown_epochs
+    return optimizer, scheduler, num_epochs
+
+
+def _run(args, entry, d, stop, on_exit):
+    seed_everything(args.seed + d.rank)
+    amp_dtype = amp_dtype_for(args, d)
+    if args.eval and not args.resume:
+        raise ConfigError("--eval needs --resume CKPT, the checkpoint to evaluate")
+    resumed = models.read_checkpoint(args.resume) if args.resume else None
+    args, probe, lr, effective_batch = preflight(args, entry, d, resumed)
     if not args.eval:
         run_dir = claim_run_folder(args, d, probe.T)
         if d.main:
@@ -183,19 +216,8 @@ def _run(args, entry, d, stop, on_exit):
     if mixup is not None and args.batch_size % 2:
         raise ConfigError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
     criterion = SpiLiFormerLoss(args.alpha, label_smoothing=args.smoothing)  # smoothing: hard targets only
-    opt_kwargs = {"eps": args.opt_eps} if args.opt_eps is not None else {}
-    optimizer = create_optimizer_v2(model, opt=args.opt, lr=lr, weight_decay=args.weight_decay,
-                                    momentum=args.momentum, layer_decay=args.layer_decay, **opt_kwargs)
     steps = updates_per_epoch(train_loader, args.accum_iter)
-    # --warmup-prefix: the cosine spans the epochs after the warm-up (MAE); --epochs stays the total
-    decay_epochs = max(args.epochs - args.warmup_epochs, 1) if args.warmup_prefix else args.epochs
-    scheduler, num_epochs = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=decay_epochs,
-                                                cooldown_epochs=args.cooldown_epochs, min_lr=args.min_lr,
-                                                warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
-                                                warmup_prefix=args.warmup_prefix,
-                                                step_on_epochs=not args.sched_on_updates, updates_per_epoch=steps)
-    if args.warmup_prefix:
-        num_epochs = args.epochs + args.cooldown_epochs
+    optimizer, scheduler, num_epochs = optimization(args, model, lr, steps)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
     start_epoch, best_acc, best_epoch, position = 0, None, None, None
     if args.finetune and not args.resume:
@@ -264,13 +286,9 @@ def _run(args, entry, d, stop, on_exit):
                         "meter": stats["meter"], "world_size": d.world_size, "batch_size": args.batch_size,
                         "accum_iter": args.accum_iter}
             if d.main:
-                check_finite(model, f"at epoch {epoch + 1}, step {position['step']}", run_dir)
                 state = training_state(model, optimizer, scheduler, scaler, epoch - 1, best_acc, best_epoch,
                                        config, settings.record())
-                save_atomic({**state, "position": position}, run_dir / "checkpoint-last.pth")
-                print(f"{stop.name}: saved epoch {epoch + 1}, step {position['step']}/{len(train_loader) + step} "
-                      f"to {run_dir / 'checkpoint-last.pth'}; continue with the same command and --resume "
-                      f"{run_dir / 'checkpoint-last.pth'}", file=sys.stderr, flush=True)
+                save_mid_epoch(model, {**state, "position": position}, run_dir, len(train_loader) + step, stop)
             raise Interrupted(stop.signum)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(epoch + 1)
