@@ -2,7 +2,7 @@
 
     model = timm.create_model("spiliformer_4_384", num_classes=100)
 """
-from .attention import ATTENTION_LAYERS, FBLiDiffAttention, FFLiDiffAttention, TokenAttention
+from .attention import ATTENTION_LAYERS, FBLiDiffAttention, FFLiDiffAttention, SpikingAttention, TokenAttention
 from .checkpoint import checkpoint_filter_fn, load_checkpoint, official_key, read_checkpoint
 from .errors import BackendError, CheckpointError, CheckpointMismatchError, ConfigError, UserError, user_message
 from .loss import SpiLiFormerLoss, linear_alpha

@@ -1,32 +1,68 @@
 """The two lateral-inhibition attentions, side by side with QKFormer's token attention they
-replace, and the feedback pathway between passes.
+replace, the contract all three meet (SpikingAttention), and the feedback pathway between passes.
 
 Inside attention, tokens are [T, B, C, N] (N = H*W); head j owns channels [j*C/h, (j+1)*C/h).
 """
+import inspect
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import ConfigError
 from .layers import token_unit
 from .neurons import LIF
 
 ATTN_THRESHOLD = 0.5  # the attention neurons fire at 0.5, all others at 1.0
 
 
-class TokenAttention(nn.Module):
+class SpikingAttention(nn.Module):
+    """What SpiLiFormer asks of an attention, shallow or deep; `build_attention` checks it.
+
+    - Built as cls(dim, num_heads, neuron_layer=..., legacy=...): `neuron_layer(v_threshold)` makes
+      a neuron (models.layers); `legacy=True` asks for the official code's numerics where they
+      differ (only FB-LiDiff's differ; the others ignore it).
+    - forward(x): token maps [T, B, C, H, W] -> the same shape. The deep stage's attention is called
+      forward(x) in pass 1 and forward(x, feedback=X_FB) in pass 2, X_FB [T, B, C, N] (eq 17).
+    - Two hook points, read by record_attention and so by forward_attention, tools/heatmap.py and
+      tools/energy.py: attention_map_layer(), the sub-module whose output is the attention map
+      [T, B, ..., N] (tokens last); query_layer(), the sub-module whose output is the query spikes
+      [T, B, C, N] (tools/energy.py counts the attention's own matmuls, Q K^T V, at their rate).
+    """
+
+    def __init__(self, dim, num_heads, *, neuron_layer=LIF, legacy=False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.legacy = legacy
+
+    def attention_map_layer(self):
+        """The sub-module whose output is the attention map."""
+        raise NotImplementedError
+
+    def query_layer(self):
+        """The sub-module whose output is the query spikes."""
+        raise NotImplementedError
+
+
+class TokenAttention(SpikingAttention):
     """QKFormer's token attention: a binary token mask SN(sum of Q per head) gates K per head.
 
     The shallow stages' attention with ff_lidiff=False (Table 3's ablation).
     """
 
-    def __init__(self, dim, num_heads, neuron_layer=LIF):
-        super().__init__()
+    def __init__(self, dim, num_heads, *, neuron_layer=LIF, legacy=False):
+        super().__init__(dim, num_heads, neuron_layer=neuron_layer, legacy=legacy)
         self.check_width(dim, num_heads)
-        self.num_heads = num_heads
         self.q = token_unit(dim, neuron_layer=neuron_layer)  # eq 4-5
         self.k = token_unit(dim, neuron_layer=neuron_layer)
         self.attn_lif = neuron_layer(ATTN_THRESHOLD)
         self.proj = token_unit(dim, bias=True, neuron_layer=neuron_layer)
+
+    def attention_map_layer(self):
+        return self.attn_lif
+
+    def query_layer(self):
+        return self.q
 
     @staticmethod
     def check_width(dim, num_heads):
@@ -69,7 +105,7 @@ class FFLiDiffAttention(TokenAttention):
         return self.attn_lif((excite - inhibit).unsqueeze(3))  # eq 7
 
 
-class FBLiDiffAttention(nn.Module):
+class FBLiDiffAttention(SpikingAttention):
     """FB-LiDiff attention (eqs 9-11, 16-19): QKFormer's spiking self-attention whose V takes feedback.
 
     Pass 1 calls it with `feedback=None`; pass 2 adds the decoded feedback to the input of
@@ -80,16 +116,20 @@ class FBLiDiffAttention(nn.Module):
 
     scale = 0.125
 
-    def __init__(self, dim, num_heads, legacy=False, neuron_layer=LIF):
-        super().__init__()
+    def __init__(self, dim, num_heads, *, neuron_layer=LIF, legacy=False):
+        super().__init__(dim, num_heads, neuron_layer=neuron_layer, legacy=legacy)
         TokenAttention.check_width(dim, num_heads)
-        self.num_heads = num_heads
-        self.legacy = legacy
         self.q = token_unit(dim, neuron_layer=neuron_layer)
         self.k = token_unit(dim, neuron_layer=neuron_layer)
         self.v = token_unit(dim, neuron_layer=neuron_layer)
         self.attn_lif = neuron_layer(ATTN_THRESHOLD)
         self.proj = token_unit(dim, bias=True, neuron_layer=neuron_layer)
+
+    def attention_map_layer(self):
+        return self.attn_lif
+
+    def query_layer(self):
+        return self.q
 
     def forward(self, x, feedback=None):
         T, B, C, H, W = x.shape
@@ -164,6 +204,8 @@ class FeedbackDecoder(nn.Module):
 
 # names SpiLiFormer's shallow_attn / deep_attn accept (a class or callable works too)
 ATTENTION_LAYERS = {"ff_lidiff": FFLiDiffAttention, "token": TokenAttention, "fb_lidiff": FBLiDiffAttention}
+HOOKS = {"attention_map_layer": "the sub-module whose output is the attention map",
+         "query_layer": "the sub-module whose output is the query spikes"}
 
 
 def get_attn_layer(attn):
@@ -173,3 +215,38 @@ def get_attn_layer(attn):
     if attn not in ATTENTION_LAYERS:
         raise ValueError(f"attention must be one of {sorted(ATTENTION_LAYERS)} or a class, got {attn!r}")
     return ATTENTION_LAYERS[attn]
+
+
+def build_attention(layer, dim, num_heads, *, neuron_layer, legacy, deep):
+    """layer(dim, num_heads, neuron_layer=, legacy=), checked against SpikingAttention's contract
+    (`deep`: the deep stage's, which takes feedback=). What it lacks is one ConfigError, here, not an
+    AttributeError later in a tool."""
+    name = getattr(layer, "__name__", repr(layer))
+    fix = "subclass models.SpikingAttention (see its docstring)"
+    try:
+        inspect.signature(layer).bind(dim, num_heads, neuron_layer=neuron_layer, legacy=legacy)
+    except TypeError as exc:
+        raise ConfigError(f"{name} cannot be built as {name}(dim, num_heads, neuron_layer=..., legacy=...) "
+                          f"({exc}): {fix}") from None
+    except ValueError:  # no signature to read (a builtin): building it will tell
+        pass
+    attn = layer(dim, num_heads, neuron_layer=neuron_layer, legacy=legacy)
+    if not isinstance(attn, nn.Module):
+        raise ConfigError(f"{name} built a {type(attn).__name__}, not an nn.Module: {fix}")
+    for hook, what in HOOKS.items():
+        method = getattr(attn, hook, None)
+        try:
+            module = method() if callable(method) else None
+        except NotImplementedError:  # SpikingAttention's own: not overridden
+            module = None
+        if module is None:
+            raise ConfigError(f"{name} has no {hook}() hook ({what}): {fix} and return it from {hook}()")
+        if not any(module is m for m in attn.modules()):
+            raise ConfigError(f"{name}.{hook}() returned {type(module).__name__}, not one of its sub-modules "
+                              f"({what})")
+    parameters = inspect.signature(attn.forward).parameters
+    if deep and "feedback" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise ConfigError(f"{name} is the deep stage's attention, but its forward takes no feedback=: define "
+                          "forward(self, x, feedback=None) (None in pass 1, the decoded feedback [T, B, C, N] "
+                          "in pass 2)")
+    return attn

@@ -16,7 +16,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from . import neurons
 from .checkpoint import checkpoint_filter_fn
-from .attention import ATTENTION_LAYERS, Feedback, get_attn_layer
+from .attention import ATTENTION_LAYERS, Feedback, build_attention, get_attn_layer
 from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, DropPath, SpikingMLP, stage_embed
 from .neurons import LIF
 
@@ -29,8 +29,9 @@ class Passes(NamedTuple):
 
 class AttentionRecord(NamedTuple):
     """One attention module in a forward: one entry per pass it ran (two for the deep blocks of a
-    two-pass model). `attention`: its attention neuron's output (FF: the [T, B, heads, 1, N] token
-    mask of eq 7; FB: the [T, B, C, N] spikes of eqs 10, 18); `query`: its [T, B, C, N] query spikes."""
+    two-pass model), read at its SpikingAttention hook points. `attention`: its attention_map_layer()'s
+    output (FF: the [T, B, heads, 1, N] token mask of eq 7; FB: the [T, B, C, N] spikes of eqs 10, 18);
+    `query`: its query_layer()'s output, the [T, B, C, N] query spikes."""
     kind: str  # 'FF' (shallow stages) or 'FB' (the deep stage)
     attention: list
     query: list
@@ -64,7 +65,7 @@ class Block(nn.Module):
             return self._body(x, feedback)
 
     def _body(self, x, feedback):
-        x = x + self.drop_path(self.attn(x) if feedback is None else self.attn(x, feedback))
+        x = x + self.drop_path(self.attn(x) if feedback is None else self.attn(x, feedback=feedback))
         return x + self.drop_path(self.mlp(x))
 
 
@@ -105,10 +106,9 @@ class SpiLiFormer(nn.Module):
         T: time steps a static image is repeated over (event input brings its own T).
         ff_lidiff / fb_lidiff: the two ablation switches of Table 3; both off is QKFormer.
         shallow_attn / deep_attn: the attention of the shallow stages and of the deep stage, a name
-            from models.attention.ATTENTION_LAYERS or a class; shallow default 'ff_lidiff', or
-            'token' with ff_lidiff=False; deep default 'fb_lidiff'. Called as
-            attn(dim, num_heads, neuron_layer=...), the deep one with legacy= too; its forward takes
-            feedback= in pass 2.
+            from models.attention.ATTENTION_LAYERS or a class meeting models.SpikingAttention's
+            contract (checked here); shallow default 'ff_lidiff', or 'token' with ff_lidiff=False;
+            deep default 'fb_lidiff'.
         feedback_scale: s in A = O (m1 - m2) s (the official CIFAR-100 model used 2.0).
         chained_feedback: decoder m reads decoder m-1's output instead of A (eq 15 reads A in every
             decoder); same parameters, so a checkpoint loads with either wiring.
@@ -169,10 +169,9 @@ class SpiLiFormer(nn.Module):
                 downsample = STEMS[stem](in_chans, dim, neuron_layer)
             else:
                 downsample = stage_embed(dim, pool_first=stem == "imagenet", neuron_layer=neuron_layer)
-            if i == num_stages - 1:
-                attns = [deep_attn(dim, num_heads, legacy=legacy, neuron_layer=neuron_layer) for _ in range(depth)]
-            else:
-                attns = [shallow_attn(dim, num_heads, neuron_layer=neuron_layer) for _ in range(depth)]
+            deep = i == num_stages - 1
+            attns = [build_attention(deep_attn if deep else shallow_attn, dim, num_heads, deep=deep,
+                                     neuron_layer=neuron_layer, legacy=legacy) for _ in range(depth)]
             blocks = [Block(a, dim, mlp_ratio, drop_path=next(drop_rates), neuron_layer=neuron_layer)
                       for a in attns]
             stages.append(Stage(downsample, blocks))
@@ -282,8 +281,8 @@ class SpiLiFormer(nn.Module):
                     continue
                 attn = self.get_submodule(name)
                 record = records[name] = AttentionRecord("FB" if i == len(stages) - 1 else "FF", [], [])
-                handles += [attn.attn_lif.register_forward_hook(_keep_output(record.attention)),
-                            attn.q.register_forward_hook(_keep_output(record.query))]
+                handles += [attn.attention_map_layer().register_forward_hook(_keep_output(record.attention)),
+                            attn.query_layer().register_forward_hook(_keep_output(record.query))]
         try:
             yield records
         finally:

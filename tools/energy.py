@@ -159,9 +159,15 @@ def measure(model, data):
     flops = counter.get_flop_counts()
     root = type(model).__name__
 
-    def macs_of(name, exclude_conv=False):
-        counts = flops.get(f"{root}.{name}", {})
-        return sum(v for op, v in counts.items() if not (exclude_conv and "convolution" in str(op))) / 2 / images
+    def flops_of(name):
+        return sum(flops.get(f"{root}.{name}", {}).values())
+
+    def macs_of(name):
+        return flops_of(name) / 2 / images
+
+    def own_macs(name):  # an attention's MACs outside its conv/linear layers (counted there): Q K^T V
+        inner = [n for n, kind in kinds.items() if kind == "synapse" and n.startswith(f"{name}.")]
+        return (flops_of(name) - sum(flops_of(n) for n in inner)) / 2 / images
 
     def before_attention_neuron(name):  # Q K^T V, its neuron, then the attention's last layer
         return max(t.first_call for n, t in tallies.items()
@@ -179,8 +185,8 @@ def measure(model, data):
 
     layers = [layer(n, t.first_call, kinds[n], t, macs_of(n) if kinds[n] == "synapse" else 0.0)
               for n, t in tallies.items() if t.first_call is not None]
-    layers += [layer(n, before_attention_neuron(n), "matmul", t, macs_of(n, exclude_conv=True))
-               for n, t in attn_tallies.items() if t.elements and macs_of(n, exclude_conv=True)]
+    layers += [layer(n, before_attention_neuron(n), "matmul", t, own_macs(n))
+               for n, t in attn_tallies.items() if t.elements and own_macs(n)]
     return sorted(layers, key=lambda entry: entry.order)
 
 
