@@ -224,3 +224,80 @@ def lif_bandwidth(shape, dtype, backends=("triton", "torch"), d_dtype=None):
     ms_c = do_bench(lambda: dst.copy_(src))
     copy_gbs = 2 * src.numel() * 4 / ms_c / 1e6
     return rows, copy_gbs
+
+
+# ---------------------------------------------------------------- what backward keeps
+
+SAVED_KINDS = ("binary spikes", "spike counts", "BN/conv float inputs", "LIF state", "other")
+
+
+def _stage_of(name):
+    """'stages.1.blocks.0.attn.q' -> 'stage 2 blocks'; the stem, embeds, feedback and head likewise."""
+    parts = name.split(".")
+    if parts[0] == "stages" and len(parts) > 2:
+        i = int(parts[1])
+        if parts[2] == "downsample":
+            return "stem" if i == 0 else f"stage {i + 1} embed"
+        return f"stage {i + 1} blocks"
+    return parts[0] or "model"
+
+
+def saved_memory(cfg, spike_storage=None):
+    """Bytes autograd keeps for backward per image in one training forward of `cfg`'s model,
+    {kind: bytes} and {stage: bytes}, counting memory shared by several saves once. The kind
+    comes from the producers' marks (models/spike_storage.py) and the module that saved it.
+
+    spike_storage None: as the model is configured; True/False forces it."""
+    import models
+    from models import spike_storage as storage
+    from models.neurons import ILIF, LIF
+    device = torch.device(cfg.device)
+    torch.manual_seed(0)
+    model = cfg.model.build().to(device).train()
+    if spike_storage is not None:
+        model.spike_storage = spike_storage
+    names = {m: n for n, m in model.named_modules()}
+    x = _inputs(model, cfg, device)
+    stack, seen = [], set()
+    kinds = dict.fromkeys(SAVED_KINDS, 0)
+    stages = {}
+
+    def observe(t, held):
+        key, nbytes = storage.held_storage(held)
+        if key in seen:
+            return
+        seen.add(key)
+        inner = stack[-1] if stack else None
+        said = storage.describe(t)
+        if isinstance(inner, (LIF, ILIF)):
+            kind = "LIF state"
+        elif said in ("binary", "counts"):
+            kind = "binary spikes" if said == "binary" else "spike counts"
+        elif said == "recomputed" or (t.is_floating_point() and isinstance(
+                inner, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm,
+                        torch.nn.MaxPool2d))):
+            kind = "BN/conv float inputs"
+        else:
+            kind = "other"
+        kinds[kind] += nbytes
+        stage = next((_stage_of(names[m]) for m in stack if names.get(m, "").count(".") >= 2
+                      or names.get(m) in ("feedback", "head")), "model")
+        stages[stage] = stages.get(stage, 0) + nbytes
+
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+    def leave(module, args, out):
+        stack.pop()
+
+    handles = [register_module_forward_pre_hook(lambda m, args: stack.append(m)),
+               register_module_forward_hook(leave)]
+    dtype = AMP_DTYPES[cfg.amp]
+    try:
+        from engine.loop import autocast
+        with autocast(device, dtype), storage.storing(model.spike_storage, observer=observe):
+            out = model(x, passes=True)  # its own storing() defers to this one
+    finally:
+        for h in handles:
+            h.remove()
+    del out
+    per_image = cfg.batch_size
+    return ({k: v / per_image for k, v in kinds.items()}, {k: v / per_image for k, v in stages.items()})

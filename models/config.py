@@ -61,11 +61,14 @@ class ModelConfig:
     neuron: str = setting("lif", "--neuron", choices=NEURONS)
     legacy: bool = on_off(False, "--legacy", help="official numerics, for released weights")
     backend: str = setting("auto", "--backend", choices=BACKENDS, help="LIF kernel (not a property of the weights)")
+    spike_storage: bool = on_off(False, "--spike-storage", "--spike_storage",
+                                 help="backward keeps spikes as bits and recomputes BN's input (same "
+                                      "gradients, less memory; docs/benchmarks.md)")
     model_kwargs: dict = setting({}, "--model-kwargs", "--model_kwargs", nargs="*", metavar="K=V",
                                  help="further model constructor arguments, values read as YAML (e.g. "
                                       "shallow_attn=token); a yml recipe may give a mapping")
 
-    RUNTIME = ("backend",)  # how to run the weights, not what they are: never taken from a checkpoint
+    RUNTIME = ("backend", "spike_storage")  # how to run the weights, not what they are: never taken from a checkpoint
 
     @classmethod
     def add_flags(cls, parser, inherit=False):

@@ -8,6 +8,7 @@ neuron_layer(v_threshold) -> module; the model chooses it once (models.neurons.g
 """
 import torch.nn as nn
 
+from . import spike_storage
 from .neurons import LIF
 
 
@@ -49,7 +50,12 @@ class ConvBNLIF(nn.Module):
 
     def pre_activation(self, x):
         T, B = x.shape[:2]
-        return self.pool(self.bn(self.conv(x.flatten(0, 1)))).unflatten(0, (T, B))
+        x = x.flatten(0, 1)
+        z = self.conv(x)
+        # BN keeps its input for backward; with spike storage on, backward recomputes it from the
+        # conv's (packed) input instead (models/spike_storage.py)
+        spike_storage.recompute_from(z, self.conv._conv_forward, x, self.conv.weight, self.conv.bias)
+        return spike_storage.pool(self.pool, self.bn(z)).unflatten(0, (T, B))
 
     def forward(self, x):
         return self.lif(self.pre_activation(x))
@@ -88,7 +94,7 @@ class SPEDS(nn.Module):
             x = unit(x)
             if i == self.shortcut_from:
                 skip = x
-        return x + self.shortcut(skip)
+        return spike_storage.spike_sum(x, self.shortcut(skip))
 
 
 def cifar_stem(in_chans, dim, neuron_layer=LIF):

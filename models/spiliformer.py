@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from . import neurons
+from . import neurons, spike_storage
 from .checkpoint import checkpoint_filter_fn
 from .attention import Feedback, get_attn_layer
 from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, DropPath, SpikingMLP, stage_embed
@@ -64,8 +64,9 @@ class Block(nn.Module):
             return self._body(x, feedback)
 
     def _body(self, x, feedback):
-        x = x + self.drop_path(self.attn(x) if feedback is None else self.attn(x, feedback))
-        return x + self.drop_path(self.mlp(x))
+        # the residual stream is a sum of spikes: its bound grows by one per branch (unless drop path scales it)
+        x = spike_storage.spike_sum(x, self.drop_path(self.attn(x) if feedback is None else self.attn(x, feedback)))
+        return spike_storage.spike_sum(x, self.drop_path(self.mlp(x)))
 
 
 @contextlib.contextmanager
@@ -118,12 +119,14 @@ class SpiLiFormer(nn.Module):
         backend: the LIF kernel (models.neurons); `set_backend` changes it later.
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
+        spike_storage: keep spikes for backward as bits and recompute BN's input instead of keeping
+            it (models/spike_storage.py); how to train the weights, not what they are.
     """
 
     def __init__(self, stem="imagenet", in_chans=3, num_classes=1000, embed_dim=768, depths=(1, 2, 7),
                  num_heads=12, mlp_ratio=4.0, T=4, ff_lidiff=True, fb_lidiff=True, feedback_scale=1.0,
                  chained_feedback=False, drop_path_rate=0.0, neuron="lif", backend="auto", legacy=False,
-                 shallow_attn=None, deep_attn=None):
+                 shallow_attn=None, deep_attn=None, spike_storage=False):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
@@ -167,6 +170,7 @@ class SpiLiFormer(nn.Module):
         self.head = nn.Linear(self.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
         self.set_backend(backend)
+        self.spike_storage = spike_storage
 
     def set_backend(self, backend):
         """Run every LIF on `backend` (see models.neurons): a kernel choice, not an architecture one."""
@@ -222,7 +226,13 @@ class SpiLiFormer(nn.Module):
         `passes=True` always gives Passes (first None with fb_lidiff=False), `passes=False` always
         the final logits: callers that want one type in every mode say which."""
         functional.reset_net(self)  # every forward starts from rest: no caller can forget it
-        x = self.to_time_steps(x)
+        with spike_storage.storing(self.stores_spikes()):
+            first, logits = self._passes(self.to_time_steps(x))
+        if passes is None:
+            passes = self.training and first is not None
+        return Passes(first, logits) if passes else logits
+
+    def _passes(self, x):
         for stage in self.stages[:-1]:
             x = stage(x)
         deep = self.stages[-1]
@@ -242,9 +252,16 @@ class SpiLiFormer(nn.Module):
             for block, signal in zip(deep.blocks, feedback):
                 out = block(out, signal)
             logits = self.head_logits(out)
-        if passes is None:
-            passes = self.training and first is not None
-        return Passes(first, logits) if passes else logits
+        return first, logits
+
+    def stores_spikes(self):
+        """Whether this forward keeps its spikes for backward as bits (models/spike_storage.py)."""
+        if not (self.spike_storage and torch.is_grad_enabled()):
+            return False
+        if torch.compiler.is_compiling():  # inductor chooses what to keep and recompute itself
+            _say_once("spike storage is off under torch.compile (the compiler decides what backward keeps)")
+            return False
+        return True
 
     def attention_names(self):
         """Names of the blocks' attention modules (as in the state dict), one list per stage."""
@@ -281,6 +298,16 @@ class SpiLiFormer(nn.Module):
         with self.record_attention(names) as records:
             out = self(x, passes=True)
         return out, records
+
+
+_said = set()
+
+
+@torch.compiler.disable  # runs eagerly: once per process, however often dynamo traces the caller
+def _say_once(message):
+    if message not in _said:
+        _said.add(message)
+        print(message, flush=True)
 
 
 def _keep_output(store):
