@@ -38,10 +38,11 @@ class Config:
 
 
 def compare_configs(base, amp=None, compile="none"):
-    """The three of --compare: the straight port of the official code (spikingjelly's LIF, fp32, eager),
-    QKFormer's cost the same way (both ablations off), and the default configuration (backend auto,
-    `amp` = bf16 on CUDA unless given; torch.compile mode `compile`, off by default as in train.py)."""
-    straight = replace(base, amp="none", compile="none").with_model(backend="spikingjelly")
+    """The three of --compare: the straight port of the official code (spikingjelly's LIF, fp32, eager,
+    autograd's own storage), QKFormer's cost the same way (both ablations off), and the default
+    configuration (backend auto, `amp` = bf16 on CUDA unless given; torch.compile mode `compile`, off
+    by default as in train.py; spike storage as `base` says)."""
+    straight = replace(base, amp="none", compile="none").with_model(backend="spikingjelly", spike_storage="off")
     fast = replace(base, amp=amp or ("bf16" if base.device == "cuda" else "none"), compile=compile) \
         .with_model(backend="auto")
     return {"straight": straight, "qkformer": straight.with_model(ff_lidiff=False, fb_lidiff=False), "fast": fast}
@@ -122,7 +123,16 @@ def _serve(cfg, timer, conn):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = clock()
-            steps[command]()
+            out_of_memory = False
+            try:
+                steps[command]()
+            except torch.OutOfMemoryError:  # a result too: the configuration does not fit this batch
+                out_of_memory = True
+            if out_of_memory:  # (outside the handler, whose traceback holds the step's tensors)
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                times.append(float("inf"))
+                continue
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(clock() - start)
@@ -176,9 +186,11 @@ def measure_all(configs, warmup=2, repeats=5, timer=None):
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.terminate()
+    # a configuration that ran out of memory reports 0 images/s and an infinite peak
     return {name: {"train_img_s": cfg.batch_size / statistics.median(times[name]["train"]),
                    "eval_img_s": cfg.batch_size / statistics.median(times[name]["eval"]),
-                   "peak_mem_mb": peaks[name], "config": cfg.describe()}
+                   "peak_mem_mb": float("inf") if float("inf") in times[name]["train"] else peaks[name],
+                   "config": cfg.describe()}
             for name, cfg in configs.items()}
 
 
@@ -247,7 +259,7 @@ def saved_memory(cfg, spike_storage=None):
     {kind: bytes} and {stage: bytes}, counting memory shared by several saves once. The kind
     comes from the producers' marks (models/spike_storage.py) and the module that saved it.
 
-    spike_storage None: as the model is configured; True/False forces it."""
+    spike_storage None: as the model is configured; 'off', 'bits' or 'lean' forces it."""
     import models
     from models import spike_storage as storage
     from models.neurons import ILIF, LIF
@@ -264,13 +276,15 @@ def saved_memory(cfg, spike_storage=None):
 
     def observe(t, held):
         key, nbytes = storage.held_storage(held)
-        if key in seen:
+        if key in seen or isinstance(t, torch.nn.Parameter):  # parameters are not activations
             return
         seen.add(key)
         inner = stack[-1] if stack else None
         said = storage.describe(t)
         if isinstance(inner, (LIF, ILIF)):
             kind = "LIF state"
+        elif getattr(inner, "weight", None) is not None and t.shape == inner.weight.shape:
+            kind = "other"  # a weight's copy in the autocast dtype
         elif said in ("binary", "counts"):
             kind = "binary spikes" if said == "binary" else "spike counts"
         elif said == "recomputed" or (t.is_floating_point() and isinstance(
@@ -293,7 +307,8 @@ def saved_memory(cfg, spike_storage=None):
     dtype = AMP_DTYPES[cfg.amp]
     try:
         from engine.loop import autocast
-        with autocast(device, dtype), storage.storing(model.spike_storage, observer=observe):
+        with autocast(device, dtype), storage.storing(model.spike_storage != "off", observer=observe,
+                                                      level=model.spike_storage):
             out = model(x, passes=True)  # its own storing() defers to this one
     finally:
         for h in handles:

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import spike_storage
-from .layers import token_unit
+from .layers import batch_norm_again, token_unit
 from .neurons import LIF
 
 ATTN_THRESHOLD = 0.5  # the attention neurons fire at 0.5, all others at 1.0
@@ -162,8 +162,9 @@ class FeedbackDecoder(nn.Module):
         x = x.transpose(2, 3)
         y = self.linear(x)                                       # [T, B, N, C]
         spike_storage.recompute_from(y, F.linear, x, self.linear.weight)  # what BN keeps
-        y = self.bn(y.flatten(0, 2)).view_as(y).transpose(2, 3)  # BN over channels
-        return self.lif(y)
+        z = self.bn(y.flatten(0, 2))                              # BN over channels
+        spike_storage.recompute_from(z, batch_norm_again, self.bn, y.flatten(0, 2), self.bn.training, state=True)
+        return self.lif(z.view_as(y).transpose(2, 3))
 
 
 # names SpiLiFormer's shallow_attn / deep_attn accept (a class or callable works too)

@@ -150,20 +150,28 @@ class LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, v_init, v_threshold, d_dtype, kernels):
-        d_seq = torch.empty(x_seq.shape, dtype=d_dtype, device=x_seq.device)
+        # spike storage 'lean': x is recomputed in backward anyway, so keep it (as its recipe) and rerun the
+        # forward kernel there instead of keeping d (models/spike_storage.py)
+        ctx.recompute = spike_storage.recomputed_in_backward(x_seq)
+        d_seq = None if ctx.recompute else torch.empty(x_seq.shape, dtype=d_dtype, device=x_seq.device)
         spikes, v = kernels[0](x_seq, v_init, v_threshold, d_seq)
-        ctx.save_for_backward(d_seq)
-        ctx.backward_kernel = kernels[1]
+        ctx.save_for_backward(*((x_seq, v_init) if ctx.recompute else (d_seq,)))
+        ctx.kernels, ctx.v_threshold, ctx.d_dtype = kernels, v_threshold, d_dtype
         ctx.x_dtype = x_seq.dtype
         ctx.set_materialize_grads(False)
         return spikes, v
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v):
-        (d_seq,) = ctx.saved_tensors
+        if ctx.recompute:
+            x_seq, v_init = ctx.saved_tensors
+            d_seq = torch.empty(x_seq.shape, dtype=ctx.d_dtype, device=x_seq.device)
+            ctx.kernels[0](x_seq, v_init, ctx.v_threshold, d_seq)
+        else:
+            (d_seq,) = ctx.saved_tensors
         if grad_spikes is None:
             grad_spikes = torch.zeros(d_seq.shape, dtype=ctx.x_dtype, device=d_seq.device)
-        grad_x, grad_v_init = ctx.backward_kernel(d_seq, grad_spikes, grad_v, ctx.x_dtype)
+        grad_x, grad_v_init = ctx.kernels[1](d_seq, grad_spikes, grad_v, ctx.x_dtype)
         return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None
 
 

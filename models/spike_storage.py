@@ -20,6 +20,7 @@ import weakref
 
 import torch
 
+LEVELS = ("off", "bits", "lean")  # SpiLiFormer(spike_storage=...)
 MAX_COUNT = 255  # what a uint8 holds
 _MAGIC_PACK = 0x0102040810204080  # 8 bytes of 0/1 in an int64 -> their bits in the top byte
 _SHIFTS = {}
@@ -34,7 +35,8 @@ def _registry():
 class _Entry:
     """What the producer said about one storage: its values (levels) or how to rebuild it (recipe)."""
 
-    __slots__ = ("ref", "version", "dtype", "numel", "layout", "levels", "recipe", "payload")
+    __slots__ = ("ref", "version", "dtype", "numel", "layout", "levels", "recipe", "payload", "holders",
+                 "cache", "cache_uses")
 
     def __init__(self, tensor, levels=None, recipe=None):
         self.ref = weakref.ref(tensor)
@@ -45,6 +47,9 @@ class _Entry:
         self.levels = levels
         self.recipe = recipe
         self.payload = None  # the packed storage, shared by every saved view of it
+        self.holders = 0  # saved tensors and recipes that will ask for it in backward
+        self.cache = None  # a recomputed value, kept until each holder has had it
+        self.cache_uses = 0
 
 
 class _Registry(dict):
@@ -118,17 +123,31 @@ def spike_product(a, b):
     return mark(out, la * lb) if la is not None and lb is not None else out
 
 
-def recompute_from(out, fn, *inputs):
+def recompute_from(out, fn, *inputs, state=False):
     """Register out = fn(*inputs) as recomputable: whoever saves `out` for backward (BN saves its
     input) gets it back from fn on the restored inputs, under the same autocast state. `fn` must
-    be deterministic (a conv, a linear); the inputs are held as their packed form where marked."""
+    be deterministic (a conv, a linear, BN on the batch, the LIF); the inputs are held as their
+    packed form where marked.
+
+    state=True: a neuron's input or state, registered with storage 'lean' only, and only if every
+    tensor input is itself rebuilt (keeping an input would cost what dropping `out` saves)."""
     registry = _registry()
-    if registry is None or not registry.packing or not torch.is_grad_enabled():
+    if registry is None or not registry.packing or (state and registry.level != "lean"):
         return out
-    held = tuple(_pack(x) if isinstance(x, torch.Tensor) else ("value", x) for x in inputs)
+    if state and any(isinstance(x, torch.Tensor) and registry.lookup(x) is None for x in inputs):
+        return out
+    held = tuple(_handle(x) if isinstance(x, torch.Tensor) else ("value", x) for x in inputs)
     device = out.device.type
     autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
     return _register(out, recipe=(fn, held, autocast))
+
+
+def recomputed_in_backward(t):
+    """True with storage 'lean' when `t` is registered to be recomputed: a neuron reading it can keep
+    it (as its recipe) and recompute its own state from it, instead of keeping that state."""
+    registry = _registry()
+    return (registry is not None and registry.packing and registry.level == "lean"
+            and (entry := registry.lookup(t)) is not None and entry.recipe is not None)
 
 
 class _MaxPoolKeepingIndices(torch.autograd.Function):
@@ -202,19 +221,28 @@ def _decode(payload, numel, dtype):
 
 def _storage_flat(entry):
     """The registered storage's values again, as a flat contiguous tensor."""
-    if entry.recipe is not None:
-        fn, held, (device, enabled, dtype) = entry.recipe
-        with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-            out = fn(*(_unpack(h) for h in held))
-        if (out.size(), out.stride()) != entry.layout or out.dtype != entry.dtype:
-            raise RuntimeError(f"recomputed tensor {tuple(out.shape)} {out.dtype} does not have the layout "
-                               f"of the one it replaces {entry.layout} {entry.dtype}")
-        return _in_storage_order(out)
-    return _decode(entry.payload, entry.numel, entry.dtype)
+    if entry.recipe is None:
+        return _decode(entry.payload, entry.numel, entry.dtype)
+    if entry.cache is not None:  # a conv output that BN's backward and the neuron's recomputation both need
+        flat = entry.cache
+        entry.cache_uses -= 1
+        if entry.cache_uses <= 0:
+            entry.cache = None
+        return flat
+    fn, held, (device, enabled, dtype) = entry.recipe
+    with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
+        out = fn(*(_unpack(h) for h in held))
+    if (out.size(), out.stride()) != entry.layout or out.dtype != entry.dtype:
+        raise RuntimeError(f"recomputed tensor {tuple(out.shape)} {out.dtype} does not have the layout "
+                           f"of the one it replaces {entry.layout} {entry.dtype}")
+    flat = _in_storage_order(out)
+    if entry.holders > 1:
+        entry.cache, entry.cache_uses = flat, entry.holders - 1
+    return flat
 
 
-def _pack(t):
-    """Saved-tensor pack hook (and how recompute_from holds its inputs)."""
+def _handle(t):
+    """What stands for `t` in backward: t itself (kept) or its registry entry and view (rebuilt)."""
     registry = _registry()
     entry = registry.lookup(t) if registry is not None else None
     if entry is None:
@@ -222,6 +250,23 @@ def _pack(t):
     if entry.recipe is None and entry.payload is None:
         entry.payload = _encode(entry.ref(), entry.levels)
     return ("rebuilt", entry, t.size(), t.stride(), t.storage_offset())
+
+
+def _hold(entry):
+    """One more unpack of `entry` to come in backward; a recipe's inputs are asked for once it is."""
+    entry.holders += 1
+    if entry.holders == 1 and entry.recipe is not None:
+        for h in entry.recipe[1]:
+            if h[0] == "rebuilt":
+                _hold(h[1])
+
+
+def _pack(t):
+    """Saved-tensor pack hook."""
+    handle = _handle(t)
+    if handle[0] == "rebuilt":
+        _hold(handle[1])
+    return handle
 
 
 def _unpack(packed):
@@ -239,8 +284,10 @@ def _unpack(packed):
 
 
 @contextlib.contextmanager
-def storing(enabled=True, observer=None):
+def storing(enabled=True, observer=None, level="bits"):
     """Autograd keeps marked tensors packed and registered ones as recipes inside this block.
+    level 'bits': spikes as bits, BN's input recomputed; 'lean': the neurons' state (and the BN
+    output it is computed from) recomputed too.
 
     observer(tensor, held): called for every tensor autograd saves, with what is kept for it
     (`held_bytes` measures that); with enabled=False the producers' marks are still recorded
@@ -250,6 +297,7 @@ def storing(enabled=True, observer=None):
         return
     registry = _state.registry = _Registry()
     registry.packing = enabled
+    registry.level = level
 
     def pack(t):
         held = _pack(t) if enabled else ("kept", t, t._version)
@@ -266,6 +314,18 @@ def storing(enabled=True, observer=None):
 
 def active():
     return _registry() is not None
+
+
+@contextlib.contextmanager
+def paused():
+    """No spike storage inside (a checkpointed block: it keeps nothing, and its recomputation in
+    backward must make the same calls as its forward did)."""
+    registry = _registry()
+    _state.registry = None
+    try:
+        yield
+    finally:
+        _state.registry = registry
 
 
 def describe(t):

@@ -15,6 +15,7 @@ from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from . import neurons, spike_storage
+from .spike_storage import LEVELS as STORAGE_LEVELS
 from .checkpoint import checkpoint_filter_fn
 from .attention import Feedback, get_attn_layer
 from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, DropPath, SpikingMLP, stage_embed
@@ -51,7 +52,8 @@ class Block(nn.Module):
     def forward(self, x, feedback=None):
         if self.grad_checkpointing and torch.is_grad_enabled():
             # checkpoint restores the RNG state, so the recomputation draws the same drop-path masks
-            return checkpoint(self._from_rest, x, feedback, [], use_reentrant=False)
+            with spike_storage.paused():
+                return checkpoint(self._from_rest, x, feedback, [], use_reentrant=False)
         return self._body(x, feedback)
 
     def _from_rest(self, x, feedback, calls):
@@ -119,14 +121,15 @@ class SpiLiFormer(nn.Module):
         backend: the LIF kernel (models.neurons); `set_backend` changes it later.
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
-        spike_storage: keep spikes for backward as bits and recompute BN's input instead of keeping
-            it (models/spike_storage.py); how to train the weights, not what they are.
+        spike_storage: what backward keeps (models/spike_storage.py): 'off' (autograd's float
+            tensors), 'bits' (spikes as bits; BN's input recomputed from them) or 'lean' (also the
+            neurons' state recomputed). Same gradients; how to train the weights, not what they are.
     """
 
     def __init__(self, stem="imagenet", in_chans=3, num_classes=1000, embed_dim=768, depths=(1, 2, 7),
                  num_heads=12, mlp_ratio=4.0, T=4, ff_lidiff=True, fb_lidiff=True, feedback_scale=1.0,
                  chained_feedback=False, drop_path_rate=0.0, neuron="lif", backend="auto", legacy=False,
-                 shallow_attn=None, deep_attn=None, spike_storage=False):
+                 shallow_attn=None, deep_attn=None, spike_storage="off"):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
@@ -170,6 +173,8 @@ class SpiLiFormer(nn.Module):
         self.head = nn.Linear(self.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
         self.set_backend(backend)
+        if spike_storage not in STORAGE_LEVELS:
+            raise ValueError(f"spike_storage must be one of {STORAGE_LEVELS}, got {spike_storage!r}")
         self.spike_storage = spike_storage
 
     def set_backend(self, backend):
@@ -226,7 +231,7 @@ class SpiLiFormer(nn.Module):
         `passes=True` always gives Passes (first None with fb_lidiff=False), `passes=False` always
         the final logits: callers that want one type in every mode say which."""
         functional.reset_net(self)  # every forward starts from rest: no caller can forget it
-        with spike_storage.storing(self.stores_spikes()):
+        with spike_storage.storing(self.stores_spikes(), level=self.spike_storage):
             first, logits = self._passes(self.to_time_steps(x))
         if passes is None:
             passes = self.training and first is not None
@@ -256,7 +261,7 @@ class SpiLiFormer(nn.Module):
 
     def stores_spikes(self):
         """Whether this forward keeps its spikes for backward as bits (models/spike_storage.py)."""
-        if not (self.spike_storage and torch.is_grad_enabled()):
+        if self.spike_storage == "off" or not torch.is_grad_enabled():
             return False
         if torch.compiler.is_compiling():  # inductor chooses what to keep and recompute itself
             _say_once("spike storage is off under torch.compile (the compiler decides what backward keeps)")

@@ -42,28 +42,31 @@ def test_packed_spikes_restore_exactly(dtype, numel):
 @pytest.mark.parametrize("legacy", [False, True])
 def test_gradients_equal_the_unpacked_path_bit_for_bit(stem, neuron, legacy):
     x = tiny_input(stem)
-    plain = train_step(tiny_model(stem, neuron=neuron, legacy=legacy).train(), x, False)
-    stored = train_step(tiny_model(stem, neuron=neuron, legacy=legacy).train(), x, True)
-    assert_same_step(plain, stored)
+    plain = train_step(tiny_model(stem, neuron=neuron, legacy=legacy).train(), x, "off")
+    for level in ("bits", "lean"):
+        assert_same_step(plain, train_step(tiny_model(stem, neuron=neuron, legacy=legacy).train(), x, level))
 
 
 def test_spike_storage_with_grad_checkpointing_and_drop_path():
     x = tiny_input("imagenet")
     runs = []
-    for storage in (False, True):
+    for storage in ("off", "bits", "lean"):
         model = tiny_model("imagenet", drop_path_rate=0.2).train()
         model.set_grad_checkpointing()
         torch.manual_seed(3)
         runs.append(train_step(model, x, storage))
-    assert_same_step(*runs)
+    assert_same_step(runs[0], runs[1])
+    assert_same_step(runs[0], runs[2])
 
 
 def test_gradients_equal_under_bf16_autocast():
     """The recomputed conv runs under the autocast state of the forward: the same bf16 output."""
     x = tiny_input("cifar")
-    runs = [train_step(tiny_model("cifar").train(), x, storage, dtype=torch.bfloat16) for storage in (False, True)]
+    runs = [train_step(tiny_model("cifar").train(), x, storage, dtype=torch.bfloat16)
+            for storage in ("off", "bits", "lean")]
     assert runs[0][0].final.dtype == torch.bfloat16
-    assert_same_step(*runs)
+    assert_same_step(runs[0], runs[1])
+    assert_same_step(runs[0], runs[2])
 
 
 def fresh_model(**kwargs):
@@ -78,7 +81,7 @@ def test_fp16_with_a_grad_scaler_steps_to_the_same_weights():
     x, y = tiny_input("cifar"), torch.tensor([0, 1, 2])
     weights = []
     initial = fresh_model().state_dict()
-    for storage in (False, True):
+    for storage in ("off", "bits", "lean"):
         model = fresh_model(spike_storage=storage).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
@@ -92,7 +95,7 @@ def test_fp16_with_a_grad_scaler_steps_to_the_same_weights():
         weights.append(model.state_dict())
     assert not torch.equal(weights[0]["head.weight"], initial["head.weight"]), "the scaler skipped every step"
     for name, value in weights[0].items():
-        assert torch.equal(value, weights[1][name]), name
+        assert torch.equal(value, weights[1][name]) and torch.equal(value, weights[2][name]), name
 
 
 def test_only_what_a_producer_marked_is_packed():
@@ -139,7 +142,7 @@ def test_a_saved_tensor_modified_in_place_raises_as_autograd_does():
 
 
 def test_spike_storage_is_off_under_torch_compile_with_one_line(capsys):
-    model = tiny_model("cifar", spike_storage=True).train()
+    model = tiny_model("cifar", spike_storage="bits").train()
     compiled = torch.compile(model, backend="eager")  # dynamo traces; no C++ build needed
     x = tiny_input("cifar")
     for _ in range(2):
@@ -152,10 +155,12 @@ def test_memory_report_counts_less_with_spike_storage():
     from models.config import ModelConfig
     cfg = Config(model=ModelConfig(model="spiliformer_4_384", embed_dim=64, depths=(1, 1, 1), num_heads=2, T=2),
                  batch_size=2, input_size=16, device="cpu")
-    plain_kinds, plain_stages = saved_memory(cfg, spike_storage=False)
-    kinds, stages = saved_memory(cfg, spike_storage=True)
+    plain_kinds, plain_stages = saved_memory(cfg, spike_storage="off")
+    kinds, stages = saved_memory(cfg, spike_storage="bits")
+    lean, _ = saved_memory(cfg, spike_storage="lean")
     assert set(plain_kinds) == set(SAVED_KINDS)
     assert sum(plain_stages.values()) == pytest.approx(sum(plain_kinds.values()))
     assert kinds["binary spikes"] * 16 < plain_kinds["binary spikes"]  # bits instead of fp32
     assert kinds["LIF state"] == plain_kinds["LIF state"]
     assert sum(kinds.values()) < 0.5 * sum(plain_kinds.values())
+    assert lean["LIF state"] < 0.5 * kinds["LIF state"]
