@@ -61,11 +61,11 @@ class ModelConfig:
     neuron: str = setting("lif", "--neuron", choices=NEURONS)
     legacy: bool = on_off(False, "--legacy", help="official numerics, for released weights")
     backend: str = setting("auto", "--backend", choices=BACKENDS, help="LIF kernel (not a property of the weights)")
-    spike_storage: str = setting("off", "--spike-storage", "--spike_storage", choices=("off", "bits", "lean"),
+    spike_storage: Optional[str] = setting(None, "--spike-storage", "--spike_storage", choices=("off", "bits", "lean"),
                                  nargs="?", const="bits",
-                                 help="what backward keeps: bits = spikes as bits, BN's input recomputed; lean = "
-                                      "also the neurons' state recomputed (same gradients, less memory, slower; "
-                                      "docs/benchmarks.md)")
+                                 help="what backward keeps (unset: off): bits = spikes as bits, BN's input "
+                                      "recomputed; lean = also the neurons' state recomputed (same gradients, less "
+                                      "memory, slower; docs/benchmarks.md)")
     model_kwargs: dict = setting({}, "--model-kwargs", "--model_kwargs", nargs="*", metavar="K=V",
                                  help="further model constructor arguments, values read as YAML (e.g. "
                                       "shallow_attn=token); a yml recipe may give a mapping")

@@ -167,6 +167,7 @@ class LIFFunction(torch.autograd.Function):
             x_seq, v_init = ctx.saved_tensors
             d_seq = torch.empty(x_seq.shape, dtype=ctx.d_dtype, device=x_seq.device)
             ctx.kernels[0](x_seq, v_init, ctx.v_threshold, d_seq)
+            del x_seq, v_init  # free the recomputed input before the backward kernel allocates
         else:
             (d_seq,) = ctx.saved_tensors
         if grad_spikes is None:

@@ -98,7 +98,7 @@ def main(argv=None):
           f"{'eval img/s':>11} {'peak MB':>9}")
     for name, cfg in configs.items():
         r = results[name]
-        storage = cfg.model.spike_storage
+        storage = cfg.model.spike_storage or "off"
         print(f"{name:<10} {cfg.model.backend:<13} {cfg.amp:<5} {cfg.compile:<8} {storage:<8} {r['train_img_s']:>12.2f} "
               f"{r['eval_img_s']:>11.2f} {r['peak_mem_mb']:>9.0f}", flush=True)
     out_of_memory = [name for name, r in results.items() if r["peak_mem_mb"] == float("inf")]
