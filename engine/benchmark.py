@@ -38,10 +38,11 @@ class Config:
 
 
 def compare_configs(base, amp=None, compile="none"):
-    """The three of --compare: the straight port of the official code (spikingjelly's LIF, fp32, eager),
-    QKFormer's cost the same way (both ablations off), and the default configuration (backend auto,
-    `amp` = bf16 on CUDA unless given; torch.compile mode `compile`, off by default as in train.py)."""
-    straight = replace(base, amp="none", compile="none").with_model(backend="spikingjelly")
+    """The three of --compare: the straight port of the official code (spikingjelly's LIF, fp32, eager,
+    autograd's own storage), QKFormer's cost the same way (both ablations off), and the default
+    configuration (backend auto, `amp` = bf16 on CUDA unless given; torch.compile mode `compile`, off
+    by default as in train.py; spike storage as `base` says)."""
+    straight = replace(base, amp="none", compile="none").with_model(backend="spikingjelly", spike_storage="off")
     fast = replace(base, amp=amp or ("bf16" if base.device == "cuda" else "none"), compile=compile) \
         .with_model(backend="auto")
     return {"straight": straight, "qkformer": straight.with_model(ff_lidiff=False, fb_lidiff=False), "fast": fast}
@@ -122,7 +123,16 @@ def _serve(cfg, timer, conn):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = clock()
-            steps[command]()
+            out_of_memory = False
+            try:
+                steps[command]()
+            except torch.OutOfMemoryError:  # a result too: the configuration does not fit this batch
+                out_of_memory = True
+            if out_of_memory:  # (outside the handler, whose traceback holds the step's tensors)
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                times.append(float("inf"))
+                continue
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(clock() - start)
@@ -176,9 +186,11 @@ def measure_all(configs, warmup=2, repeats=5, timer=None):
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.terminate()
+    # a configuration that ran out of memory reports 0 images/s and an infinite peak
     return {name: {"train_img_s": cfg.batch_size / statistics.median(times[name]["train"]),
                    "eval_img_s": cfg.batch_size / statistics.median(times[name]["eval"]),
-                   "peak_mem_mb": peaks[name], "config": cfg.describe()}
+                   "peak_mem_mb": float("inf") if float("inf") in times[name]["train"] else peaks[name],
+                   "config": cfg.describe()}
             for name, cfg in configs.items()}
 
 
@@ -224,3 +236,83 @@ def lif_bandwidth(shape, dtype, backends=("triton", "torch"), d_dtype=None):
     ms_c = do_bench(lambda: dst.copy_(src))
     copy_gbs = 2 * src.numel() * 4 / ms_c / 1e6
     return rows, copy_gbs
+
+
+# ---------------------------------------------------------------- what backward keeps
+
+SAVED_KINDS = ("binary spikes", "spike counts", "BN/conv float inputs", "LIF state", "other")
+
+
+def _stage_of(name):
+    """'stages.1.blocks.0.attn.q' -> 'stage 2 blocks'; the stem, embeds, feedback and head likewise."""
+    parts = name.split(".")
+    if parts[0] == "stages" and len(parts) > 2:
+        i = int(parts[1])
+        if parts[2] == "downsample":
+            return "stem" if i == 0 else f"stage {i + 1} embed"
+        return f"stage {i + 1} blocks"
+    return parts[0] or "model"
+
+
+def saved_memory(cfg, spike_storage=None):
+    """Bytes autograd keeps for backward per image in one training forward of `cfg`'s model,
+    {kind: bytes} and {stage: bytes}, counting memory shared by several saves once. The kind
+    comes from the producers' marks (models/spike_storage.py) and the module that saved it.
+
+    spike_storage None: as the model is configured; 'off', 'bits' or 'lean' forces it."""
+    import models
+    from models import spike_storage as storage
+    from models.neurons import ILIF, LIF
+    device = torch.device(cfg.device)
+    torch.manual_seed(0)
+    model = cfg.model.build().to(device).train()
+    if spike_storage is not None:
+        model.spike_storage = spike_storage
+    names = {m: n for n, m in model.named_modules()}
+    x = _inputs(model, cfg, device)
+    stack, seen = [], set()
+    kinds = dict.fromkeys(SAVED_KINDS, 0)
+    stages = {}
+
+    def observe(t, held):
+        key, nbytes = storage.held_storage(held)
+        if key in seen or isinstance(t, torch.nn.Parameter):  # parameters are not activations
+            return
+        seen.add(key)
+        inner = stack[-1] if stack else None
+        said = storage.describe(t)
+        if isinstance(inner, (LIF, ILIF)):
+            kind = "LIF state"
+        elif getattr(inner, "weight", None) is not None and t.shape == inner.weight.shape:
+            kind = "other"  # a weight's copy in the autocast dtype
+        elif said in ("binary", "counts"):
+            kind = "binary spikes" if said == "binary" else "spike counts"
+        elif said == "recomputed" or (t.is_floating_point() and isinstance(
+                inner, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm,
+                        torch.nn.MaxPool2d))):
+            kind = "BN/conv float inputs"
+        else:
+            kind = "other"
+        kinds[kind] += nbytes
+        stage = next((_stage_of(names[m]) for m in stack if names.get(m, "").count(".") >= 2
+                      or names.get(m) in ("feedback", "head")), "model")
+        stages[stage] = stages.get(stage, 0) + nbytes
+
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+    def leave(module, args, out):
+        stack.pop()
+
+    handles = [register_module_forward_pre_hook(lambda m, args: stack.append(m)),
+               register_module_forward_hook(leave)]
+    dtype = AMP_DTYPES[cfg.amp]
+    try:
+        from engine.loop import autocast
+        with autocast(device, dtype), storage.storing(model.spike_storage != "off", observer=observe,
+                                                      level=model.spike_storage):
+            out = model(x, passes=True)  # its own storing() defers to this one
+    finally:
+        for h in handles:
+            h.remove()
+    del out
+    per_image = cfg.batch_size
+    return ({k: v / per_image for k, v in kinds.items()}, {k: v / per_image for k, v in stages.items()})

@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import spike_storage
 from .errors import ConfigError
-from .layers import token_unit
+from .layers import batch_norm_again, token_unit
 from .neurons import LIF
 
 ATTN_THRESHOLD = 0.5  # the attention neurons fire at 0.5, all others at 1.0
@@ -81,7 +82,8 @@ class TokenAttention(SpikingAttention):
         q = self.q(tokens)
         k = self.k(tokens)
         mask = self.token_mask(q)
-        out = (mask * k.view(T, B, self.num_heads, C // self.num_heads, -1)).view(T, B, C, -1)  # eq 8
+        out = spike_storage.spike_product(mask, k.view(T, B, self.num_heads, C // self.num_heads, -1))  # eq 8
+        out = out.view(T, B, C, -1)
         return self.proj(out).view(T, B, C, H, W)
 
 
@@ -137,7 +139,7 @@ class FBLiDiffAttention(SpikingAttention):
         tokens = x.flatten(3)
         q = self.q(tokens).view(T, B, h, C // h, -1)
         k = self.k(tokens).view(T, B, h, C // h, -1)
-        v = self.v(tokens if feedback is None else tokens + feedback).view(T, B, h, C // h, -1)
+        v = self.v(tokens if feedback is None else spike_storage.spike_sum(tokens, feedback)).view(T, B, h, C // h, -1)
         # eq 10/18: Q (K^T V) per head, linear in N; spikes make every sum an exact integer
         kv = k @ v.transpose(-1, -2)                      # [T, B, h, d, d]
         attn = (kv.transpose(-1, -2) @ q) * self.scale    # [T, B, h, d, N]
@@ -197,9 +199,12 @@ class FeedbackDecoder(nn.Module):
         self.lif = neuron_layer(1.0)
 
     def forward(self, x):
-        y = self.linear(x.transpose(2, 3))                       # [T, B, N, C]
-        y = self.bn(y.flatten(0, 2)).view_as(y).transpose(2, 3)  # BN over channels
-        return self.lif(y)
+        x = x.transpose(2, 3)
+        y = self.linear(x)                                       # [T, B, N, C]
+        spike_storage.recompute_from(y, F.linear, x, self.linear.weight)  # what BN keeps
+        z = self.bn(y.flatten(0, 2))                              # BN over channels
+        spike_storage.recompute_from(z, batch_norm_again, self.bn, y.flatten(0, 2), self.bn.training, state=True)
+        return self.lif(z.view_as(y).transpose(2, 3))
 
 
 # names SpiLiFormer's shallow_attn / deep_attn accept (a class or callable works too)

@@ -64,11 +64,16 @@ class ModelConfig:
     neuron: str = setting("lif", "--neuron", choices=NEURONS, help="lif, or ilif (integer LIF, Table 1's T=1 row)")
     legacy: bool = on_off(False, "--legacy", help="official numerics, for released weights")
     backend: str = setting("auto", "--backend", choices=BACKENDS, help="LIF kernel (not a property of the weights)")
+    spike_storage: Optional[str] = setting(None, "--spike-storage", "--spike_storage", choices=("off", "bits", "lean"),
+                                 nargs="?", const="bits",
+                                 help="what backward keeps (unset: off): bits = spikes as bits, BN's input "
+                                      "recomputed; lean = also the neurons' state recomputed (same gradients, less "
+                                      "memory, slower; docs/benchmarks.md)")
     model_kwargs: dict = setting({}, "--model-kwargs", "--model_kwargs", nargs="*", metavar="K=V",
                                  help="further model constructor arguments, values read as YAML (e.g. "
                                       "shallow_attn=token); a yml recipe may give a mapping")
 
-    RUNTIME = ("backend",)  # how to run the weights, not what they are: never taken from a checkpoint
+    RUNTIME = ("backend", "spike_storage")  # how to run the weights, not what they are: never taken from a checkpoint
 
     @classmethod
     def add_flags(cls, parser, inherit=False):

@@ -7,7 +7,9 @@ Every constructor takes the neuron as `neuron_layer` (timm's `act_layer`), a cal
 neuron_layer(v_threshold) -> module; the model chooses it once (models.neurons.get_neuron_layer).
 """
 import torch.nn as nn
+import torch.nn.functional as F
 
+from . import spike_storage
 from .neurons import LIF
 
 
@@ -49,10 +51,27 @@ class ConvBNLIF(nn.Module):
 
     def pre_activation(self, x):
         T, B = x.shape[:2]
-        return self.pool(self.bn(self.conv(x.flatten(0, 1)))).unflatten(0, (T, B))
+        x = x.flatten(0, 1)
+        z = self.conv(x)
+        # BN keeps its input for backward; with spike storage on, backward recomputes it from the
+        # conv's (packed) input instead (models/spike_storage.py)
+        spike_storage.recompute_from(z, self.conv._conv_forward, x, self.conv.weight, self.conv.bias)
+        y = spike_storage.pool(self.pool, self.bn(z))
+        # storage 'lean': the neuron's state is recomputed from this, itself recomputed from z
+        spike_storage.recompute_from(y, self._normalise_again, z, self.bn.training, state=True)
+        return y.unflatten(0, (T, B))
+
+    def _normalise_again(self, z, training):
+        return self.pool(batch_norm_again(self.bn, z, training))
 
     def forward(self, x):
         return self.lif(self.pre_activation(x))
+
+
+def batch_norm_again(bn, x, training):
+    """bn(x) once more, bit for bit (the same kernel on the same batch), leaving its running statistics alone."""
+    stats = [None if s is None else s.clone() for s in (bn.running_mean, bn.running_var)]
+    return F.batch_norm(x, *stats, bn.weight, bn.bias, training or stats[0] is None, 0.0, bn.eps)
 
 
 def conv2d_unit(cin, cout, kernel=3, stride=1, pool=False, bias=False, neuron_layer=LIF):
@@ -88,7 +107,7 @@ class SPEDS(nn.Module):
             x = unit(x)
             if i == self.shortcut_from:
                 skip = x
-        return x + self.shortcut(skip)
+        return spike_storage.spike_sum(x, self.shortcut(skip))
 
 
 def cifar_stem(in_chans, dim, neuron_layer=LIF):

@@ -89,3 +89,19 @@ def lif_backward_triton(d_seq, grad_spikes, grad_v, dtype):
         _lif_bwd_kernel[_grid(N)](d_seq, grad_spikes, gv, grad_x, grad_v0, T, N, (T - 1) * N, TAU, ALPHA,
                                   HAS_GV=grad_v is not None, BLOCK=BLOCK)
     return grad_x, grad_v0
+
+
+def aot_variants(dtype):
+    """(kernel, signature, constexprs) of every kernel above for data in `dtype` ('fp32', 'fp16' or
+    'bf16'; membrane state and v gradients in fp32), with each constexpr branch and 32/64-bit
+    sizes covered across the dtypes: what tests/test_triton_aot.py compiles for real GPUs on a
+    machine without one (triton.compile(ASTSource(...), target=GPUTarget('cuda', 80|90, 32)))."""
+    turn = ("fp32", "fp16", "bf16").index(dtype)
+    size = "i64" if turn == 2 else "i32"  # Triton passes a size >= 2**31 as i64
+    data, state = f"*{dtype}", "*fp32"
+    forward = dict(x_ptr=data, v0_ptr=state, s_ptr=data, d_ptr=data, v_ptr=state, T="i32", N=size,
+                   v_th="fp32", tau="fp32", d_max="fp32", HAS_V0="constexpr", STORE_D="constexpr", BLOCK="constexpr")
+    backward = dict(d_ptr=data, gs_ptr=data, gv_ptr=state, gx_ptr=data, gv0_ptr=state, T="i32", N=size, last="i64",
+                    tau="fp32", alpha="fp32", HAS_GV="constexpr", BLOCK="constexpr")
+    return [(_lif_fwd_kernel, forward, dict(HAS_V0=turn > 0, STORE_D=turn < 2, BLOCK=BLOCK)),
+            (_lif_bwd_kernel, backward, dict(HAS_GV=turn != 1, BLOCK=BLOCK))]

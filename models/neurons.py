@@ -15,11 +15,13 @@ numerical reference and stays selectable as backend 'spikingjelly'):
 import contextlib
 import functools
 import os
+import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import spike_storage
 from . import spikingjelly_compat as sj
 from .errors import BackendError
 from .spikingjelly_compat import neuron, surrogate
@@ -80,13 +82,18 @@ def check_backend(backend):
     return backend
 
 
+_triton_failure = []  # the first error a Triton kernel raised under 'auto' (from then on 'auto' runs torch)
+
+
+def _auto_picks_triton(x):
+    # under torch.compile the torch loop is what inductor fuses (C++ on CPU, its own Triton on CUDA)
+    return x.is_cuda and not torch.compiler.is_compiling() and triton_import_error() is None
+
+
 def pick_backend(backend, x):
     """The kernel that runs `x` for the requested backend; 'auto' = the fastest correct one for the tensor."""
     if backend == "auto":
-        # under torch.compile the torch loop is what inductor fuses (C++ on CPU, its own Triton on CUDA)
-        if x.is_cuda and not torch.compiler.is_compiling() and triton_import_error() is None:
-            return "triton"
-        return "torch"
+        return "triton" if _auto_picks_triton(x) and not _triton_failure else "torch"
     if backend == "triton" and not (x.is_cuda or triton_interpreted()):
         raise BackendError(f"backend='triton' runs on CUDA tensors, got {x.device} (TRITON_INTERPRET=1 "
                            "runs it on CPU for testing); use backend='auto'")
@@ -143,20 +150,29 @@ class LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, v_init, v_threshold, d_dtype, kernels):
-        d_seq = torch.empty(x_seq.shape, dtype=d_dtype, device=x_seq.device)
+        # spike storage 'lean': x is recomputed in backward anyway, so keep it (as its recipe) and rerun the
+        # forward kernel there instead of keeping d (models/spike_storage.py)
+        ctx.recompute = spike_storage.recomputed_in_backward(x_seq)
+        d_seq = None if ctx.recompute else torch.empty(x_seq.shape, dtype=d_dtype, device=x_seq.device)
         spikes, v = kernels[0](x_seq, v_init, v_threshold, d_seq)
-        ctx.save_for_backward(d_seq)
-        ctx.backward_kernel = kernels[1]
+        ctx.save_for_backward(*((x_seq, v_init) if ctx.recompute else (d_seq,)))
+        ctx.kernels, ctx.v_threshold, ctx.d_dtype = kernels, v_threshold, d_dtype
         ctx.x_dtype = x_seq.dtype
         ctx.set_materialize_grads(False)
         return spikes, v
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v):
-        (d_seq,) = ctx.saved_tensors
+        if ctx.recompute:
+            x_seq, v_init = ctx.saved_tensors
+            d_seq = torch.empty(x_seq.shape, dtype=ctx.d_dtype, device=x_seq.device)
+            ctx.kernels[0](x_seq, v_init, ctx.v_threshold, d_seq)
+            del x_seq, v_init  # free the recomputed input before the backward kernel allocates
+        else:
+            (d_seq,) = ctx.saved_tensors
         if grad_spikes is None:
             grad_spikes = torch.zeros(d_seq.shape, dtype=ctx.x_dtype, device=d_seq.device)
-        grad_x, grad_v_init = ctx.backward_kernel(d_seq, grad_spikes, grad_v, ctx.x_dtype)
+        grad_x, grad_v_init = ctx.kernels[1](d_seq, grad_spikes, grad_v, ctx.x_dtype)
         return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None
 
 
@@ -167,13 +183,32 @@ def _kernels(backend):
     return lif_forward_torch, lif_backward_torch
 
 
-def lif_multistep(x_seq, v_threshold=1.0, v_init=None, backend="torch", d_dtype=None):
+def _or_torch(kernel, torch_kernel):
+    """`kernel`, unless it fails (a Triton compile or launch error): then one warning naming the
+    error, and the torch kernel (same contract) for this call and every later one under 'auto'."""
+    def run(*args):
+        if not _triton_failure:
+            try:
+                return kernel(*args)
+            except Exception as exc:  # Triton's compile, resource and driver errors share no base class
+                _triton_failure.append(exc)
+                warnings.warn(f"backend 'auto': the Triton LIF kernel failed ({type(exc).__name__}: {exc}); the "
+                              "torch kernel runs instead from now on (backend='triton' raises the error)",
+                              RuntimeWarning, stacklevel=2)
+        return torch_kernel(*args)
+    return run
+
+
+def lif_multistep(x_seq, v_threshold=1.0, v_init=None, backend="torch", d_dtype=None, fallback=False):
     """Spikes [T, ...] (x's dtype) and the last membrane potential (fp32) of eqs 1-3, from rest or `v_init`.
 
     backend: 'torch' or 'triton'. d_dtype: storage of h - v_th for backward; default the input's
     dtype (fp32 for fp32 input, so gradients match spikingjelly's; half the bytes under AMP).
+    fallback: a Triton kernel that fails runs the torch one instead (backend 'auto').
     """
     forward, backward = _kernels(backend)
+    if fallback and backend == "triton":
+        forward, backward = _or_torch(forward, lif_forward_torch), _or_torch(backward, lif_backward_torch)
     needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v_init is not None and v_init.requires_grad))
     if not needs_grad:  # inference: nothing to save
         return forward(x_seq, v_init, v_threshold, None)
@@ -223,8 +258,11 @@ class LIF(neuron.LIFNode):
         v_init = self.v
         if isinstance(v_init, float):
             v_init = None if v_init == 0.0 else torch.full_like(x_seq[0], v_init, dtype=torch.float32)
-        spikes, self.v = lif_multistep(x_seq, self.v_threshold, v_init, backend)
+        spikes, self.v = lif_multistep(x_seq, self.v_threshold, v_init, backend, fallback=self.backend == "auto")
         return spikes
+
+    def forward(self, *args, **kwargs):
+        return spike_storage.mark(super().forward(*args, **kwargs))  # binary, whatever the backend
 
     def extra_repr(self):
         return f"v_threshold={self.v_threshold}, backend={self.backend}"
@@ -235,15 +273,14 @@ class _RoundClampSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, levels):
-        ctx.save_for_backward(u)
-        ctx.levels = levels
+        ctx.save_for_backward(spike_storage.mark((u >= 0) & (u <= levels)))  # the gradient's mask, not u
         # floor(x + 0.5): round half up, so u = 0.5 fires like the V_th 0.5 attention neuron
         return torch.floor(u.clamp(0, levels) + 0.5)
 
     @staticmethod
     def backward(ctx, grad):
-        (u,) = ctx.saved_tensors
-        return grad * ((u >= 0) & (u <= ctx.levels)).to(grad.dtype), None
+        (inside,) = ctx.saved_tensors
+        return grad * inside.to(grad.dtype), None
 
 
 class ILIF(nn.Module):
@@ -267,7 +304,7 @@ class ILIF(nn.Module):
             s = _RoundClampSTE.apply(u, self.levels)
             spikes.append(s)
             u = (u - s.detach()) * self.decay  # soft reset, detached as the LIF's
-        return torch.stack(spikes)
+        return spike_storage.mark(torch.stack(spikes), self.levels)  # integer counts in [0, levels]
 
     def extra_repr(self):
         return f"levels={self.levels}, decay={self.decay}"

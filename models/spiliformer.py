@@ -14,7 +14,8 @@ from torch.utils.checkpoint import checkpoint
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from . import neurons
+from . import neurons, spike_storage
+from .spike_storage import LEVELS as STORAGE_LEVELS
 from .checkpoint import checkpoint_filter_fn
 from .attention import ATTENTION_LAYERS, Feedback, build_attention, get_attn_layer
 from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, DropPath, SpikingMLP, stage_embed
@@ -52,7 +53,8 @@ class Block(nn.Module):
     def forward(self, x, feedback=None):
         if self.grad_checkpointing and torch.is_grad_enabled():
             # checkpoint restores the RNG state, so the recomputation draws the same drop-path masks
-            return checkpoint(self._from_rest, x, feedback, [], use_reentrant=False)
+            with spike_storage.paused():
+                return checkpoint(self._from_rest, x, feedback, [], use_reentrant=False)
         return self._body(x, feedback)
 
     def _from_rest(self, x, feedback, calls):
@@ -65,8 +67,10 @@ class Block(nn.Module):
             return self._body(x, feedback)
 
     def _body(self, x, feedback):
-        x = x + self.drop_path(self.attn(x) if feedback is None else self.attn(x, feedback=feedback))
-        return x + self.drop_path(self.mlp(x))
+        # the residual stream is a sum of spikes: its bound grows by one per branch (unless drop path scales it)
+        attn = self.attn(x) if feedback is None else self.attn(x, feedback=feedback)
+        x = spike_storage.spike_sum(x, self.drop_path(attn))
+        return spike_storage.spike_sum(x, self.drop_path(self.mlp(x)))
 
 
 @contextlib.contextmanager
@@ -118,12 +122,15 @@ class SpiLiFormer(nn.Module):
         backend: the LIF kernel (models.neurons); `set_backend` changes it later.
         legacy: reproduce the official code's numerics (SSA projection neuron over T*B) so its
             released weights reach their published accuracy.
+        spike_storage: what backward keeps (models/spike_storage.py): 'off' (autograd's float
+            tensors), 'bits' (spikes as bits; BN's input recomputed from them) or 'lean' (also the
+            neurons' state recomputed). Same gradients; how to train the weights, not what they are.
     """
 
     # What the weights are: the constructor arguments a checkpoint's record or a recipe may set, as
     # plain values of these kinds (a type, a list of one type, or the allowed strings; models/config.py
-    # checks them). The rest of what the constructor and timm.create_model take (backend, pretrained,
-    # pretrained_cfg_overlay, cache_dir, ...) comes from the user's own code or command line only.
+    # checks them). The rest of what the constructor and timm.create_model take (backend, spike_storage,
+    # pretrained, pretrained_cfg_overlay, cache_dir, ...) comes from the user's own code or command line only.
     SETTINGS = dict(stem=tuple(STEMS), in_chans=int, num_classes=int, embed_dim=int, depths=[int],
                     num_heads=int, mlp_ratio=float, T=int, ff_lidiff=bool, fb_lidiff=bool,
                     feedback_scale=float, chained_feedback=bool, drop_path_rate=float,
@@ -133,7 +140,7 @@ class SpiLiFormer(nn.Module):
     def __init__(self, stem="imagenet", in_chans=3, num_classes=1000, embed_dim=768, depths=(1, 2, 7),
                  num_heads=12, mlp_ratio=4.0, T=4, ff_lidiff=True, fb_lidiff=True, feedback_scale=1.0,
                  chained_feedback=False, drop_path_rate=0.0, neuron="lif", backend="auto", legacy=False,
-                 shallow_attn=None, deep_attn=None):
+                 shallow_attn=None, deep_attn=None, spike_storage="off"):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {sorted(STEMS)}, got {stem!r}")
@@ -181,6 +188,9 @@ class SpiLiFormer(nn.Module):
         self.head = nn.Linear(self.dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
         self.set_backend(backend)
+        if spike_storage not in STORAGE_LEVELS:
+            raise ValueError(f"spike_storage must be one of {STORAGE_LEVELS}, got {spike_storage!r}")
+        self.spike_storage = spike_storage
 
     def set_backend(self, backend):
         """Run every LIF on `backend` (see models.neurons): a kernel choice, not an architecture one."""
@@ -236,7 +246,13 @@ class SpiLiFormer(nn.Module):
         `passes=True` always gives Passes (first None with fb_lidiff=False), `passes=False` always
         the final logits: callers that want one type in every mode say which."""
         functional.reset_net(self)  # every forward starts from rest: no caller can forget it
-        x = self.to_time_steps(x)
+        with spike_storage.storing(self.stores_spikes(), level=self.spike_storage):
+            first, logits = self._passes(self.to_time_steps(x))
+        if passes is None:
+            passes = self.training and first is not None
+        return Passes(first, logits) if passes else logits
+
+    def _passes(self, x):
         for stage in self.stages[:-1]:
             x = stage(x)
         deep = self.stages[-1]
@@ -256,9 +272,16 @@ class SpiLiFormer(nn.Module):
             for block, signal in zip(deep.blocks, feedback):
                 out = block(out, signal)
             logits = self.head_logits(out)
-        if passes is None:
-            passes = self.training and first is not None
-        return Passes(first, logits) if passes else logits
+        return first, logits
+
+    def stores_spikes(self):
+        """Whether this forward keeps its spikes for backward as bits (models/spike_storage.py)."""
+        if self.spike_storage == "off" or not torch.is_grad_enabled():
+            return False
+        if torch.compiler.is_compiling():  # inductor chooses what to keep and recompute itself
+            _say_once("spike storage is off under torch.compile (the compiler decides what backward keeps)")
+            return False
+        return True
 
     def attention_names(self):
         """Names of the blocks' attention modules (as in the state dict), one list per stage."""
@@ -295,6 +318,16 @@ class SpiLiFormer(nn.Module):
         with self.record_attention(names) as records:
             out = self(x, passes=True)
         return out, records
+
+
+_said = set()
+
+
+@torch.compiler.disable  # runs eagerly: once per process, however often dynamo traces the caller
+def _say_once(message):
+    if message not in _said:
+        _said.add(message)
+        print(message, flush=True)
 
 
 def _keep_output(store):

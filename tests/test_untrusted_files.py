@@ -54,7 +54,7 @@ def test_recorded_model_settings_are_taken_when_plain_values_of_their_kind(tmp_p
 def test_the_declared_settings_are_the_constructors_arguments_but_the_kernel():
     import inspect
     arguments = set(inspect.signature(SpiLiFormer.__init__).parameters) - {"self"}
-    assert arguments - set(SpiLiFormer.SETTINGS) == {"backend"}
+    assert arguments - set(SpiLiFormer.SETTINGS) == {"backend", "spike_storage"}  # how to run, not what
     assert set(SpiLiFormer.SETTINGS) <= arguments
 
 

@@ -10,6 +10,12 @@ repeats after warm-up. With --compare the three configurations run side by side,
     python tools/benchmark.py --model spiliformer_4_384 --embed-dim 128 -b 16 -T 4 --device cpu --compare --json out.json
     python tools/benchmark.py --model spiliformer_4_384 -b 64 --device cuda --compare --amp bf16
     python tools/benchmark.py --model spiliformer_10_768 -b 2 --device cpu --backend torch
+
+--spike-storage bits|lean runs `fast` with spike storage (models/spike_storage.py); --memory-report
+prints what backward keeps per image, by kind and by stage, for each storage level (one training
+forward, no timing):
+
+    python tools/benchmark.py --model spiliformer_4_384 --embed-dim 128 -T 4 -b 16 --device cpu --memory-report
 """
 import argparse
 import json
@@ -20,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.benchmark import AMP_DTYPES, COMPILE_MODES, Config, compare_configs, measure_all  # noqa: E402
+from engine.benchmark import (AMP_DTYPES, COMPILE_MODES, SAVED_KINDS, Config, compare_configs,  # noqa: E402
+                              measure_all, saved_memory)
 from models.config import ModelConfig  # noqa: E402
+from models.spike_storage import LEVELS as STORAGE_LEVELS  # noqa: E402
 
 
 def parse(argv=None):
@@ -36,6 +44,8 @@ def parse(argv=None):
     p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=None,
                    help="torch.compile mode (default: none; with --compare it applies to fast only)")
     p.add_argument("--compare", action="store_true", help="straight port vs QKFormer vs our fastest")
+    p.add_argument("--memory-report", action="store_true",
+                   help="bytes autograd keeps for backward per image, by kind and stage, without and with spike storage")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per configuration (default: 1 on CPU)")
     p.add_argument("--timer", choices=("cpu", "wall"), default=None,
                    help="process CPU time (default on CPU) or wall time (default on CUDA)")
@@ -45,11 +55,38 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
+def memory_report(base):
+    """Two tables: MB per image that backward keeps, by kind and by stage, for each spike storage level
+    ('off' = autograd's own float tensors)."""
+    if base.threads:
+        torch.set_num_threads(base.threads)
+    levels = {level: saved_memory(base, spike_storage=level) for level in STORAGE_LEVELS}
+    totals = {level: sum(kinds.values()) for level, (kinds, _) in levels.items()}
+    rows = []
+    for title, table in (("kind", 0), ("stage", 1)):
+        rows.append(f"{title + ' (MB/image)':<22}" + "".join(f"{level:>10}" for level in levels))
+        for name in (SAVED_KINDS if table == 0 else list(levels["off"][1])):
+            rows.append(f"{name:<22}" + "".join(f"{tables[table].get(name, 0) / 2**20:>10.2f}"
+                                                 for tables in levels.values()))
+        rows.append(f"{'total':<22}" + "".join(f"{t / 2**20:>10.2f}" for t in totals.values()))
+        rows.append(f"{'x off':<22}" + "".join(f"{t / totals['off']:>9.2f}x" for t in totals.values()))
+        rows.append("")
+    return "\n".join(rows), {level: {"kinds": k, "stages": s} for level, (k, s) in levels.items()}
+
+
 def main(argv=None):
     args = parse(argv)
     threads = args.threads or (1 if args.device == "cpu" else None)
     base = Config(model=ModelConfig.from_args(args), batch_size=args.batch_size, input_size=args.input_size,
                   device=args.device, amp=args.amp or "none", compile=args.compile or "none", threads=threads)
+    if args.memory_report:
+        text, results = memory_report(base)
+        print(f"{args.model} width {args.embed_dim or 'default'} T {args.T or 'default'} batch {args.batch_size} "
+              f"on {args.device}, amp {base.amp}: what backward keeps, per image")
+        print(text)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return 0
     if args.compare:
         configs = compare_configs(base, amp=args.amp, compile=args.compile or "none")
     else:
@@ -57,13 +94,17 @@ def main(argv=None):
     results = measure_all(configs, args.warmup, args.repeats, args.timer)
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({threads or torch.get_num_threads()} thread(s))"
     print(f"{args.model} width {args.embed_dim or 'default'} T {args.T or 'default'} batch {args.batch_size} on {device}")
-    print(f"{'config':<10} {'backend':<13} {'amp':<5} {'compile':<8} {'train img/s':>12} {'eval img/s':>11} "
-          f"{'peak MB':>9}")
+    print(f"{'config':<10} {'backend':<13} {'amp':<5} {'compile':<8} {'storage':<8} {'train img/s':>12} "
+          f"{'eval img/s':>11} {'peak MB':>9}")
     for name, cfg in configs.items():
         r = results[name]
-        print(f"{name:<10} {cfg.model.backend:<13} {cfg.amp:<5} {cfg.compile:<8} {r['train_img_s']:>12.2f} "
+        storage = cfg.model.spike_storage or "off"
+        print(f"{name:<10} {cfg.model.backend:<13} {cfg.amp:<5} {cfg.compile:<8} {storage:<8} {r['train_img_s']:>12.2f} "
               f"{r['eval_img_s']:>11.2f} {r['peak_mem_mb']:>9.0f}", flush=True)
-    if args.compare:
+    out_of_memory = [name for name, r in results.items() if r["peak_mem_mb"] == float("inf")]
+    if out_of_memory:
+        print(f"out of memory at batch {args.batch_size}: {', '.join(out_of_memory)} (0 img/s, peak inf)")
+    if args.compare and not {"straight", "qkformer", "fast"} & set(out_of_memory):
         s, q, f = results["straight"], results["qkformer"], results["fast"]
         print(f"fast / straight: train {f['train_img_s'] / s['train_img_s']:.2f}x, "
               f"eval {f['eval_img_s'] / s['eval_img_s']:.2f}x, memory {f['peak_mem_mb'] / s['peak_mem_mb']:.2f}x; "
