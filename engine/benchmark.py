@@ -260,7 +260,6 @@ def saved_memory(cfg, spike_storage=None):
     comes from the producers' marks (models/spike_storage.py) and the module that saved it.
 
     spike_storage None: as the model is configured; 'off', 'bits' or 'lean' forces it."""
-    import models
     from models import spike_storage as storage
     from models.neurons import ILIF, LIF
     device = torch.device(cfg.device)

@@ -1,13 +1,16 @@
-"""Spike-aware storage of what autograd keeps for backward (decisions M1-M3, docs/benchmarks.md).
+"""Spike-aware storage of what autograd keeps for backward (decisions M1-M5, docs/benchmarks.md).
 
 Spikes are binary, yet every conv, linear and matmul that reads them keeps them for backward in
-the activations' float dtype, and BN keeps the conv output beside them. Inside `storing()`:
+the activations' float dtype, and BN keeps the conv output beside them. Inside `storing()` (the
+model's forward enters it for `spike_storage='bits'` or `'lean'`):
 
 - a tensor whose producer marked it (`mark`: a neuron its spikes, `spike_sum`/`spike_product`
   the sums and products of marked tensors) is kept as bits (binary) or bytes (integer counts up
   to 255) and restored exactly in backward;
 - a tensor registered with `recompute_from` (a conv's output, which BN keeps) is not kept:
   backward recomputes it with the same call on the same (restored) input, so it is bitwise equal;
+- level 'lean' also registers BN's output, and a neuron whose input is registered keeps that
+  input's recipe instead of its state and reruns its forward in backward;
 - everything else is kept as autograd keeps it (with autograd's in-place modification check).
 
 Nothing is packed because of its values: a tensor no producer marked is never packed, and a

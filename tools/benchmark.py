@@ -45,7 +45,7 @@ def parse(argv=None):
                    help="torch.compile mode (default: none; with --compare it applies to fast only)")
     p.add_argument("--compare", action="store_true", help="straight port vs QKFormer vs our fastest")
     p.add_argument("--memory-report", action="store_true",
-                   help="bytes autograd keeps for backward per image, by kind and stage, without and with spike storage")
+                   help="bytes backward keeps per image, by kind and stage, for each spike storage level")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per configuration (default: 1 on CPU)")
     p.add_argument("--timer", choices=("cpu", "wall"), default=None,
                    help="process CPU time (default on CPU) or wall time (default on CUDA)")
@@ -99,8 +99,8 @@ def main(argv=None):
     for name, cfg in configs.items():
         r = results[name]
         storage = cfg.model.spike_storage or "off"
-        print(f"{name:<10} {cfg.model.backend:<13} {cfg.amp:<5} {cfg.compile:<8} {storage:<8} {r['train_img_s']:>12.2f} "
-              f"{r['eval_img_s']:>11.2f} {r['peak_mem_mb']:>9.0f}", flush=True)
+        print(f"{name:<10} {cfg.model.backend:<13} {cfg.amp:<5} {cfg.compile:<8} {storage:<8} "
+              f"{r['train_img_s']:>12.2f} {r['eval_img_s']:>11.2f} {r['peak_mem_mb']:>9.0f}", flush=True)
     out_of_memory = [name for name, r in results.items() if r["peak_mem_mb"] == float("inf")]
     if out_of_memory:
         print(f"out of memory at batch {args.batch_size}: {', '.join(out_of_memory)} (0 img/s, peak inf)")
