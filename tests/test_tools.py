@@ -340,3 +340,14 @@ def test_tools_analyse_a_run_under_its_own_normalisation_and_size(cifar_root, tm
     args = build_parser("t").parse_args(["--checkpoint", str(tmp_path / "run" / "checkpoint-last.pth"),
                                          "--data-path", str(cifar_root), "--no-verify", "--input-size", "24"])
     assert eval_data(args, load_model(args))[0][0][0].shape == (3, 24, 24)  # the flag wins
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-b", "0"], "--batch-size: must be >= 1, got 0"),
+    (["--repeats", "0"], "--repeats: must be >= 1, got 0"),
+    (["--embed-dim", "0"], "embed_dim must be at least 1"),
+    (["--model", "nope"], "unknown model 'nope'"),
+])
+def test_bad_benchmark_arguments_are_one_line(argv, message):
+    out = run_script("./tools/benchmark.py", "--device", "cpu", *argv, expect=2 if ": must be" in message else 1)
+    assert message in out and "Traceback" not in out

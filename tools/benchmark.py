@@ -28,7 +28,9 @@ import torch  # noqa: E402
 
 from engine.benchmark import (AMP_DTYPES, COMPILE_MODES, SAVED_KINDS, Config, compare_configs,  # noqa: E402
                               measure_all, saved_memory)
+from models import ConfigError  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
+from tools.common import main_guard, non_negative, positive_int  # noqa: E402
 from models.spike_storage import LEVELS as STORAGE_LEVELS  # noqa: E402
 
 
@@ -36,8 +38,8 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ModelConfig.add_flags(p.add_argument_group("model"))
     p.set_defaults(model="spiliformer_4_384")
-    p.add_argument("-b", "--batch-size", type=int, default=64)
-    p.add_argument("--input-size", type=int, default=None, help="default: the variant's")
+    p.add_argument("-b", "--batch-size", type=positive_int, default=64)
+    p.add_argument("--input-size", type=positive_int, default=None, help="default: the variant's")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
                    help="autocast dtype on CUDA (default: none; with --compare, fast uses bf16 on CUDA)")
@@ -46,11 +48,11 @@ def parse(argv=None):
     p.add_argument("--compare", action="store_true", help="straight port vs QKFormer vs our fastest")
     p.add_argument("--memory-report", action="store_true",
                    help="bytes backward keeps per image, by kind and stage, for each spike storage level")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per configuration (default: 1 on CPU)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per configuration (default: 1 on CPU)")
     p.add_argument("--timer", choices=("cpu", "wall"), default=None,
                    help="process CPU time (default on CPU) or wall time (default on CUDA)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=non_negative(int), default=2)
+    p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--json", default="", help="also write the results here, one object keyed by configuration")
     return p.parse_args(argv)
 
@@ -76,6 +78,10 @@ def memory_report(base):
 
 def main(argv=None):
     args = parse(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    with torch.device("meta"):
+        ModelConfig.from_args(args).build()  # a setting the model refuses: one line, before any measuring
     threads = args.threads or (1 if args.device == "cpu" else None)
     base = Config(model=ModelConfig.from_args(args), batch_size=args.batch_size, input_size=args.input_size,
                   device=args.device, amp=args.amp or "none", compile=args.compile or "none", threads=threads)
@@ -115,4 +121,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))
