@@ -84,6 +84,17 @@ def _raw_folder(name, root):
     return raw
 
 
+def for_each_file(work, files, failure):
+    """work(file) on a few threads (the file I/O and NumPy release the GIL); the first failure is a
+    DatasetError naming its file (`failure` formatted with it), not an error lost in a thread."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for src, future in zip(files, [pool.submit(work, f) for f in files]):
+            try:
+                future.result()
+            except Exception as exc:
+                raise DatasetError(f"{failure.format(src)}: {type(exc).__name__}: {exc}") from exc
+
+
 def prepare_events(name, root):
     """ROOT/events_np/<class>/*.npz, converting the raw files once (into a temporary folder, renamed
     when complete, so an interrupted conversion is redone rather than half used)."""
@@ -105,12 +116,7 @@ def prepare_events(name, root):
         np.savez(dst, t=events_dict["t"], x=events_dict["x"], y=events_dict["y"], p=events_dict["p"])
 
     print(f"converting {len(files)} {SOURCES[name]['title']} event files to {events} (once)", flush=True)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for src, future in zip(files, [pool.submit(convert, f) for f in files]):
-            try:
-                future.result()
-            except Exception as exc:
-                raise DatasetError(f"cannot read {src}: {type(exc).__name__}: {exc}") from exc
+    for_each_file(convert, files, "cannot read {}")
     tmp.rename(events)
     print(f"converted in {time.time() - started:.1f} s", flush=True)
     return events
@@ -193,12 +199,7 @@ def prepare_frames(name, root, T):
     if todo:
         started = time.time()
         print(f"integrating {len(todo)} samples into T={T} frames in {frames} (once)", flush=True)
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for src, future in zip(todo, [pool.submit(integrate, src) for src in todo]):
-                try:
-                    future.result()
-                except Exception as exc:
-                    raise DatasetError(f"cannot integrate {src} into frames: {type(exc).__name__}: {exc}") from exc
+        for_each_file(integrate, todo, "cannot integrate {} into frames")
         print(f"frames ready in {time.time() - started:.1f} s", flush=True)
     if todo or not (frames / MANIFEST).is_file():
         write_manifest(frames, T, [f"{src.parent.name}/{src.name}" for src in sources])

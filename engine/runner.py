@@ -86,14 +86,8 @@ def claim_run_folder(args, d, T):
             return base
         for i in itertools.count():
             folder = base if i == 0 else base.with_name(f"{base.name}-{i}")
-            try:
-                folder.mkdir(parents=True)
+            if make_folder(folder, exist_ok=False):
                 return folder
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise ConfigError(f"cannot create the run folder {folder}: {exc.strerror}; choose another "
-                                  "--output") from None
     if args.experiment and (Path(args.experiment).is_absolute() or ".." in Path(args.experiment).parts):
         raise ConfigError(f"--experiment {args.experiment}: a sub-folder of --output, without '..'; to write "
                           "elsewhere, change --output")
@@ -112,12 +106,19 @@ def claim_run_folder(args, d, T):
                               f"({describe_progress(behind)}), and continuing here would replace it; continue "
                               f"from {last}, or branch into a new folder with --experiment NAME")
     if d.main:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the run folder {folder}: {exc.strerror}; choose another "
-                              "--output") from None
+        make_folder(folder, exist_ok=True)
     return folder
+
+
+def make_folder(folder, exist_ok):
+    """mkdir -p; False when it exists and exist_ok is False; an unwritable place is one ConfigError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=exist_ok)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run folder {folder}: {exc.strerror}; choose another --output") from None
 
 
 
