@@ -173,8 +173,11 @@ class Feedback(nn.Module):
 
     def gate(self, out):
         """[T, B, C, N] -> A_combined^FB of eq 14, same shape."""
-        excite = F.cosine_similarity(out, self.prompt_excite.view(1, 1, -1, 1), dim=2).clamp(0, 1)
-        inhibit = F.cosine_similarity(out, self.prompt_inhibit.view(1, 1, -1, 1), dim=2).clamp(0, 1)
+        # in fp32: a silent token (all zeros, common) has norm 0, and cosine_similarity's eps**2
+        # underflows in fp16, so fp16 autocast made it 0/0 = NaN and the whole feedback path NaN
+        tokens = out.float()
+        excite = F.cosine_similarity(tokens, self.prompt_excite.float().view(1, 1, -1, 1), dim=2).clamp(0, 1)
+        inhibit = F.cosine_similarity(tokens, self.prompt_inhibit.float().view(1, 1, -1, 1), dim=2).clamp(0, 1)
         return out * (excite - inhibit).unsqueeze(2) * self.scale
 
     def forward(self, out):

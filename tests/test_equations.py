@@ -265,6 +265,18 @@ def test_feedback_gate_is_output_times_clamped_cosine_difference():
     assert torch.allclose(gate.view(4, 2), GATE_HAND, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_feedback_gate_of_a_silent_token_is_zero_under_autocast(dtype):
+    """A token with no spikes has norm 0; in fp16 cosine similarity's eps**2 underflows and gave
+    0/0 = NaN, which made every feedback gradient NaN under fp16 AMP."""
+    O = torch.cat([O_HAND, torch.zeros(4, 1)], dim=1).view(1, 1, 4, 3).to(dtype)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        gate = _feedback().gate(O)
+    assert torch.isfinite(gate).all()
+    assert torch.equal(gate.view(4, 3)[:, 2].float(), torch.zeros(4))
+    assert torch.allclose(gate.view(4, 3)[:, :2].float(), GATE_HAND, atol=1e-2)
+
+
 def test_feedback_scale_two_doubles_the_gate():
     with torch.no_grad():
         gate = _feedback(scale=2.0).gate(O_HAND.view(1, 1, 4, 2))

@@ -70,11 +70,9 @@ def test_gradients_equal_under_bf16_autocast():
 
 
 def fresh_model(**kwargs):
-    """The tiny CIFAR model as initialised for training, one pass: on CPU, fp16 autocast overflows
-    the feedback path's gradients with or without spike storage (CUDA is where fp16 AMP runs)."""
+    """The tiny CIFAR model as initialised for training, feedback included."""
     torch.manual_seed(0)
-    return timm.create_model("spiliformer_4_384", num_classes=5, backend="torch", fb_lidiff=False,
-                             **{**TINY["cifar"][1], **kwargs})
+    return timm.create_model("spiliformer_4_384", num_classes=5, backend="torch", **{**TINY["cifar"][1], **kwargs})
 
 
 def test_fp16_with_a_grad_scaler_steps_to_the_same_weights():
