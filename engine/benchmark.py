@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from models.config import ModelConfig
+from .model_config import ModelConfig
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")

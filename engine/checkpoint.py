@@ -20,7 +20,7 @@ from timm.scheduler import PlateauLRScheduler
 
 import models
 from models import CheckpointError, CheckpointMismatchError, ConfigError, UserError
-from models.config import ModelConfig
+from .model_config import ModelConfig
 
 
 def plain(value):

@@ -11,10 +11,13 @@ import math
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from models import ConfigError
-from models.config import ModelConfig, file_settings, parse_model_kwargs, value_problem
+from models.spiliformer import file_settings, setting_problem
+
+from .model_config import ModelConfig, flag, parse_model_kwargs
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -37,125 +40,103 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{names} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
 
 
-def build_parser(description):
-    p = argparse.ArgumentParser(description=description, usage="%(prog)s [options]", formatter_class=_HelpFormatter)
-    p.add_argument("-c", "--config", default="", help="YAML recipe over the dataset's; the command line overrides it")
-
-    g = p.add_argument_group("model")
-    ModelConfig.add_flags(g)
-    p.set_defaults(model="spiliformer_4_384")  # parse_command_line: the dataset's paper model
-    g.add_argument("--alpha", type=float, default=0.5, help="eq 22: weight of the pass-1 loss")
-    g.add_argument("--alpha-end", "--alpha_end", dest="alpha_end", type=float, default=None,
-                   help="move alpha linearly to this value over training (official DVS: 0.5 -> 0.2)")
-
+def shared_flags(p, tools=False):
+    """The flags train.py and the paper-table tools share, in the same spellings. tools=True: model
+    settings unset (the checkpoint's, else the variant's), a smaller batch, the GPU when there is one."""
+    ModelConfig.add_flags(p.add_argument_group("model"), inherit=tools)
     g = p.add_argument_group("data")
-    g.add_argument("-data-dir", "--data-dir", "--data_dir", "--data-path", "--data_path", dest="data_dir",
-                   default="./data", help="dataset folder")
-    g.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false",
-                   help="accept dataset files whose checksums differ from the official ones")
-    g.add_argument("--img-size", "--img_size", "--input-size", "--input_size", dest="img_size", type=int,
-                   nargs="+", default=None, help="input size: one value (square) or H W")
-    g.add_argument("-j", "--workers", "--num-workers", "--num_workers", dest="workers", type=int, default=4,
-                   help="loader worker processes per training process (capped at its cores)")
-    g.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel input mean (unset: the variant's)")
-    g.add_argument("--std", type=float, nargs="+", default=None, help="per-channel input std (unset: the variant's)")
-    g.add_argument("--crop-pct", "--crop_pct", dest="crop_pct", type=float, default=None,
-                   help="evaluation centre-crop fraction (unset: the variant's; ImageNet: 224/256 up to 224)")
-    g.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area")
-    g.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), help="random-resized-crop aspect")
-    g.add_argument("--hflip", type=float, default=0.5, help="horizontal-flip probability")
-    g.add_argument("--color-jitter", "--color_jitter", dest="color_jitter", type=float, default=0.0,
-                   help="colour-jitter strength (0: off)")
-    g.add_argument("--aa", default=None,
-                   help="timm auto-augment policy, e.g. rand-m9-n1-mstd0.4-inc1; 'none' or '' for none")
-    g.add_argument("--interpolation", default="bicubic", help="evaluation resize interpolation")
-    g.add_argument("--train-interpolation", "--train_interpolation", dest="train_interpolation",
-                   default="bicubic", help="training resize interpolation")
-    g.add_argument("--reprob", type=float, default=0.0, help="random erasing probability")
-    g.add_argument("--remode", default="const", help="random-erasing fill: const, rand or pixel")
-    g.add_argument("--recount", type=int, default=1, help="random-erasing count per image")
-    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    g.add_argument("--mixup-prob", "--mixup_prob", dest="mixup_prob", type=float, default=1.0,
-                   help="probability of mixing a batch")
-    g.add_argument("--mixup-switch-prob", "--mixup_switch_prob", dest="mixup_switch_prob", type=float,
-                   default=0.5, help="probability of cutmix instead of mixup when both are on")
-    g.add_argument("--mixup-mode", "--mixup_mode", dest="mixup_mode", default="batch",
-                   help="mix per batch, pair or elem")
-    g.add_argument("--mixup-off-epoch", "--mixup_off_epoch", dest="mixup_off_epoch", type=int, default=0,
-                   help="turn mixup/cutmix off from this epoch (0: never)")
-    g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
+    flag(g, "-data-dir", "--data-dir", "--data-path", default="./data", help="dataset folder")
+    flag(g, "--no-verify", dest="verify", action="store_false",
+         help="accept dataset files whose checksums differ from the official ones")
+    flag(g, "--img-size", "--input-size", type=int, nargs="+", default=None,
+         help="input size: one value (square) or H W" + (" (unset: the checkpoint's, else the variant's)" if tools
+                                                          else ""))
+    flag(g, "-b", "--batch-size", type=int, default=16 if tools else 64, help="per process")
+    flag(g, "--device", default=("cuda" if torch.cuda.is_available() else "cpu") if tools else None,
+         help="cuda or cpu" + ("" if tools else " (default: cuda when available)"))
+    return g
+
+
+def new_parser(description):
+    """A parser of train.py or a tool: one spelling per flag in --help, the defaults shown."""
+    return argparse.ArgumentParser(description=description, usage="%(prog)s [options]", formatter_class=_HelpFormatter)
+
+
+def build_parser(description):
+    p = new_parser(description)
+    flag(p, "-c", "--config", default="", help="YAML recipe over the dataset's; the command line overrides it")
+    g = shared_flags(p)
+    flag(g, "-j", "--workers", "--num-workers", type=int, default=4,
+         help="loader worker processes per training process (capped at its cores)")
+    flag(g, "--mean", type=float, nargs="+", default=None, help="per-channel input mean (unset: the variant's)")
+    flag(g, "--std", type=float, nargs="+", default=None, help="per-channel input std (unset: the variant's)")
+    flag(g, "--crop-pct", type=float, default=None,
+         help="evaluation centre-crop fraction (unset: the variant's; ImageNet: 224/256 up to 224)")
+    flag(g, "--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area")
+    flag(g, "--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), help="random-resized-crop aspect")
+    flag(g, "--hflip", type=float, default=0.5, help="horizontal-flip probability")
+    flag(g, "--color-jitter", type=float, default=0.0, help="colour-jitter strength (0: off)")
+    flag(g, "--aa", default=None, help="timm auto-augment policy, e.g. rand-m9-n1-mstd0.4-inc1; 'none' or '' for none")
+    flag(g, "--interpolation", default="bicubic", help="evaluation resize interpolation")
+    flag(g, "--train-interpolation", default="bicubic", help="training resize interpolation")
+    flag(g, "--reprob", type=float, default=0.0, help="random erasing probability")
+    flag(g, "--remode", default="const", help="random-erasing fill: const, rand or pixel")
+    flag(g, "--recount", type=int, default=1, help="random-erasing count per image")
+    flag(g, "--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
+    flag(g, "--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
+    flag(g, "--mixup-prob", type=float, default=1.0, help="probability of mixing a batch")
+    flag(g, "--mixup-switch-prob", type=float, default=0.5, help="probability of cutmix instead of mixup when both are on")
+    flag(g, "--mixup-mode", default="batch", help="mix per batch, pair or elem")
+    flag(g, "--mixup-off-epoch", type=int, default=0, help="turn mixup/cutmix off from this epoch (0: never)")
+    flag(g, "--smoothing", type=float, default=0.1, help="label smoothing")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=300, help="epochs before the cool-down")
-    g.add_argument("--cooldown-epochs", "--cooldown_epochs", dest="cooldown_epochs", type=int, default=0,
-                   help="epochs at the minimum lr after --epochs")
-    g.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
-                   help="per process")
-    g.add_argument("--val-batch-size", "--val_batch_size", dest="val_batch_size", type=int, default=None,
-                   help="evaluation batch per process (unset: --batch-size)")
-    g.add_argument("--accum-iter", "--accum_iter", dest="accum_iter", type=int, default=1,
-                   help="gradient accumulation steps")
-    g.add_argument("--opt", default="adamw", help="timm optimizer name")
-    g.add_argument("--opt-eps", "--opt_eps", dest="opt_eps", type=float, default=None,
-                   help="optimizer epsilon (unset: timm's)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (absolute)")
-    g.add_argument("--blr", type=float, default=None,
-                   help="base lr: without --lr, lr = blr x effective batch / 256")
-    g.add_argument("--layer-decay", "--layer_decay", dest="layer_decay", type=float, default=None,
-                   help="layer-wise lr decay (1.0 or unset: none)")
-    g.add_argument("--sched-on-updates", "--sched_on_updates", dest="sched_on_updates",
-                   action=argparse.BooleanOptionalAction, default=False,
-                   help="step the lr schedule every update instead of every epoch")
-    g.add_argument("--min-lr", "--min_lr", dest="min_lr", type=float, default=1e-5,
-                   help="lr at the end of the schedule")
-    g.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=0.05,
-                   help="decoupled weight decay (AdamW)")
-    g.add_argument("--sched", default="cosine", help="timm lr schedule name")
-    g.add_argument("--warmup-epochs", "--warmup_epochs", dest="warmup_epochs", type=int, default=0,
-                   help="linear warm-up epochs from --warmup-lr")
-    g.add_argument("--warmup-lr", "--warmup_lr", dest="warmup_lr", type=float, default=1e-5,
-                   help="lr at the start of the warm-up")
-    g.add_argument("--warmup-prefix", "--warmup_prefix", dest="warmup_prefix",
-                   action=argparse.BooleanOptionalAction, default=False,
-                   help="cosine over the epochs after the warm-up (MAE's shape); --epochs stays the total")
-    g.add_argument("--clip-grad", "--clip_grad", dest="clip_grad", type=float, default=None,
-                   help="clip the gradient norm to this (unset: no clipping)")
+    flag(g, "--alpha", type=float, default=0.5, help="eq 22: weight of the pass-1 loss")
+    flag(g, "--alpha-end", type=float, default=None,
+         help="move alpha linearly to this value over training (official DVS: 0.5 -> 0.2)")
+    flag(g, "--epochs", type=int, default=None, help="epochs before the cool-down (every recipe sets it)")
+    flag(g, "--cooldown-epochs", type=int, default=0, help="epochs at the minimum lr after --epochs")
+    flag(g, "--val-batch-size", type=int, default=None, help="evaluation batch per process (unset: --batch-size)")
+    flag(g, "--accum-iter", type=int, default=1, help="gradient accumulation steps")
+    flag(g, "--opt", default="adamw", help="timm optimizer name")
+    flag(g, "--opt-eps", type=float, default=None, help="optimizer epsilon (unset: timm's)")
+    flag(g, "--momentum", type=float, default=0.9, help="SGD momentum")
+    flag(g, "--lr", type=float, default=None, help="peak learning rate (absolute)")
+    flag(g, "--blr", type=float, default=None, help="base lr: without --lr, lr = blr x effective batch / 256")
+    flag(g, "--layer-decay", type=float, default=None, help="layer-wise lr decay (1.0 or unset: none)")
+    flag(g, "--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
+         help="step the lr schedule every update instead of every epoch")
+    flag(g, "--min-lr", type=float, default=1e-5, help="lr at the end of the schedule")
+    flag(g, "--weight-decay", type=float, default=None, help="decoupled weight decay (every recipe sets it)")
+    flag(g, "--sched", default="cosine", help="timm lr schedule name")
+    flag(g, "--warmup-epochs", type=int, default=0, help="linear warm-up epochs from --warmup-lr")
+    flag(g, "--warmup-lr", type=float, default=1e-5, help="lr at the start of the warm-up")
+    flag(g, "--warmup-prefix", action=argparse.BooleanOptionalAction, default=False,
+         help="cosine over the epochs after the warm-up (MAE's shape); --epochs stays the total")
+    flag(g, "--clip-grad", type=float, default=None, help="clip the gradient norm to this (unset: no clipping)")
 
     g = p.add_argument_group("run")
-    g.add_argument("--output", "--output-dir", "--output_dir", dest="output", default="./outputs",
-                   help="checkpoints, config, log.txt and tensorboard go here")
-    g.add_argument("--experiment", default="", help="sub-folder of --output (default: model-T-time)")
-    g.add_argument("--log-dir", "--log_dir", dest="log_dir", default="",
-                   help="tensorboard folder (default: the run folder)")
-    g.add_argument("--finetune", default="",
-                   help="initialise from CKPT (ours, QKFormer's or SpiLiFormer's); tensors it lacks or "
-                        "that do not fit are reported and keep their initialisation")
-    g.add_argument("--resume", default="", help="checkpoint to continue from (or to evaluate with --eval)")
-    g.add_argument("--eval", action="store_true", help="evaluate --resume and exit")
-    g.add_argument("--start-epoch", "--start_epoch", dest="start_epoch", type=int, default=None,
-                   help="epoch to start at (unset: 0, or the resumed one's next)")
-    g.add_argument("--save-every", "--save_every", dest="save_every", type=int, default=0,
-                   help="also keep checkpoint-EPOCH.pth every N epochs")
-    g.add_argument("--seed", type=int, default=42,
-                   help="seed of order, augmentation and initialisation (rank r adds r)")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
-                   help="mixed precision (CUDA only)")
-    g.add_argument("--amp-dtype", "--amp_dtype", dest="amp_dtype", choices=("bf16", "fp16"), default="fp16",
-                   help="fp16 (with a GradScaler, as the official runs) or bf16")
-    g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch threads per process (default on CPU: OMP_NUM_THREADS if set, else its share of the "
-                        "cores minus its loader workers; on CUDA: torch's)")
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the training model (the first steps compile: seconds on CUDA, minutes on CPU)")
-    g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, default=50,
-                   help="a progress line every N steps")
-    g.add_argument("--dist-eval", "--dist_eval", dest="dist_eval", action=argparse.BooleanOptionalAction,
-                   default=True, help="shard evaluation over processes")
-    g.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None,
-                   help="accepted for torch.distributed.launch; LOCAL_RANK from the environment wins")
+    flag(g, "--output", "--output-dir", default="./outputs", help="checkpoints, config, log.txt and tensorboard go here")
+    flag(g, "--experiment", default="", help="sub-folder of --output (default: model-T-time)")
+    flag(g, "--log-dir", default="", help="tensorboard folder (default: the run folder)")
+    flag(g, "--finetune", default="", help="initialise from CKPT (ours, QKFormer's or SpiLiFormer's); tensors it "
+         "lacks or that do not fit are reported and keep their initialisation")
+    flag(g, "--resume", default="", help="checkpoint to continue from (or to evaluate with --eval)")
+    flag(g, "--eval", action="store_true", help="evaluate --resume and exit")
+    flag(g, "--start-epoch", type=int, default=None, help="epoch to start at (unset: 0, or the resumed one's next)")
+    flag(g, "--save-every", type=int, default=0, help="also keep checkpoint-EPOCH.pth every N epochs")
+    flag(g, "--seed", type=int, default=42, help="seed of order, augmentation and initialisation (rank r adds r)")
+    flag(g, "--amp", action=argparse.BooleanOptionalAction, default=False, help="mixed precision (CUDA only)")
+    flag(g, "--amp-dtype", choices=("bf16", "fp16"), default="fp16",
+         help="fp16 (with a GradScaler, as the official runs) or bf16")
+    flag(g, "--threads", type=int, default=None, help="torch threads per process (default on CPU: OMP_NUM_THREADS "
+         "if set, else its share of the cores minus its loader workers; on CUDA: torch's)")
+    flag(g, "--compile", action="store_true",
+         help="torch.compile the training model (the first steps compile: seconds on CUDA, minutes on CPU)")
+    flag(g, "--log-interval", type=int, default=50, help="a progress line every N steps")
+    flag(g, "--dist-eval", action=argparse.BooleanOptionalAction, default=True, help="shard evaluation over processes")
+    flag(g, "--local-rank", type=int, default=None,
+         help="accepted for torch.distributed.launch; LOCAL_RANK from the environment wins")
     return p
 
 
@@ -250,16 +231,23 @@ def parse_args(parser, argv=None, defaults=None, frozen=True):
         parser.error("give --lr (absolute) or --blr (scaled by the effective batch / 256), not both")
     if "blr" in given:
         args.lr = None  # the user's base lr wins over a recipe's absolute one
-    if isinstance(args.img_size, int):
-        args.img_size = [args.img_size]
-    if args.img_size is not None and len(args.img_size) not in (1, 2):
-        parser.error("--img-size takes one value (square) or two (H W)")
     try:
         args.model_kwargs = parse_model_kwargs(args.model_kwargs)
     except ValueError as exc:
         parser.error(str(exc))
     if args.aa is not None and str(args.aa).strip().lower() in ("", "none", "null", "off"):
         args.aa = None  # timm asserts on 'none'
+    check_values(parser, args)
+    return args.freeze() if frozen else args
+
+
+def check_values(parser, args):
+    """Integers and floats inside their ranges, an input size of one or two sides (train.py and the
+    tools): a parser error naming the flag."""
+    if isinstance(args.img_size, int):
+        args.img_size = [args.img_size]
+    if args.img_size is not None and (len(args.img_size) not in (1, 2) or min(args.img_size) < 1):
+        parser.error(f"--img-size takes one positive value (square) or two (H W), got {args.img_size}")
     for name in POSITIVE + NON_NEGATIVE:
         value = getattr(args, name, None)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -271,11 +259,6 @@ def parse_args(parser, argv=None, defaults=None, frozen=True):
         value = getattr(args, name, None)
         if value is not None and not (math.isfinite(value) and ok(value)):
             parser.error(f"--{name.replace('_', '-')} must be {rule}, got {value}")
-    if args.img_size is not None and min(args.img_size) < 1:
-        parser.error(f"--img-size must be positive, got {args.img_size}")
-    if args.lr is None and args.blr is None:
-        parser.error("no learning rate: give --lr or --blr")
-    return args.freeze() if frozen else args
 
 
 def read_recipe(parser, path, _seen=()):
@@ -305,7 +288,7 @@ def read_recipe(parser, path, _seen=()):
     if isinstance(recipe.get("img_size"), int):  # one side, as `--img-size 224` gives it
         recipe["img_size"] = [recipe["img_size"]]
     for key, value in recipe.items():
-        problem = value_problem(actions[key], value)
+        problem = key != "model_kwargs" and value is not None and setting_problem(kind_of(actions[key]), value)
         if problem:
             parser.error(f"{path}: {key}: {value!r} {problem}")
     if "model_kwargs" in recipe:  # a shared recipe is data: model settings only
@@ -314,6 +297,14 @@ def read_recipe(parser, path, _seen=()):
         except ConfigError as exc:
             parser.error(str(exc))
     return {**base, **recipe}
+
+
+def kind_of(action):
+    """The kind of value (models.spiliformer.setting_problem) a flag takes: a recipe's value must be one."""
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+        return bool
+    kind = tuple(action.choices) if action.choices is not None else (action.type or str)
+    return [kind] if action.nargs in ("+", "*") or isinstance(action.nargs, int) else kind
 
 
 def input_size(args):

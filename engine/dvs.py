@@ -313,7 +313,7 @@ def event_datasets(name, args, size):
     """(train set or None with --eval, test set, classes) at the model's T: -T, else the variant's."""
     T = args.T
     if T is None:
-        from models.config import ModelConfig
+        from .model_config import ModelConfig
         with torch.device("meta"):
             T = ModelConfig.from_args(args).build(num_classes=0).T
     train, test, classes = load_split(name, args.data_dir, T, size, cache_dir=args.dts_cache or None)

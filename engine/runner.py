@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import models
 from models import ConfigError, SpiLiFormerLoss, UserError, linear_alpha, user_message
-from models.config import ModelConfig
+from .model_config import ModelConfig
 
 from .checkpoint import (check_finite, describe_progress, lock_run_folder, mid_epoch_position, plain, progress_of,
                          repair_best, restore, save_atomic, save_epoch, schedule_changes, training_state)
@@ -162,8 +162,13 @@ def preflight(args, entry, d, resumed):
                 probe = create_model(args, classes)  # an ImageFolder's classes are the data's: checked later
         restore(args.resume, probe, settings=model_settings(args, probe.num_classes), state=resumed, dry_run=True)
     effective_batch = args.batch_size * d.world_size * args.accum_iter
-    lr = args.lr if args.lr is not None else args.blr * effective_batch / 256
-    if args.min_lr > lr:
+    # no parser default: a value no dataset trains with would hide a key missing from a new recipe
+    missing = [flag for flag, value in (("--epochs", args.epochs), ("--weight-decay", args.weight_decay),
+                                        ("--lr or --blr", args.lr or args.blr)) if value is None]
+    if missing and not args.eval:
+        raise ConfigError(f"no {', '.join(missing)}: give it, or set it in the recipe {entry.recipe}")
+    lr = args.lr if args.lr is not None else (args.blr or 0) * effective_batch / 256
+    if args.min_lr > lr and not args.eval:
         raise ConfigError(f"--min-lr {args.min_lr:g} is above the peak lr {lr:g} (the schedule would rise); lower "
                           "--min-lr, or raise --lr / --blr")
     return args, probe, lr, effective_batch

@@ -56,6 +56,28 @@ def official_key(key):
     return None
 
 
+# what other code bases' run records call our settings (QKFormer's --time-step, MAE's --nb_classes)
+RECORDED_NAMES = {"time_step": "T", "nb_classes": "num_classes"}
+
+
+def recorded_args(checkpoint):
+    """A checkpoint's "args" (a dict, or an argparse.Namespace as MAE-style code saves it) as a dict."""
+    recorded = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    recorded = vars(recorded) if isinstance(recorded, argparse.Namespace) else recorded
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def recorded_settings(checkpoint):
+    """The model settings a checkpoint records, under our names: its "model_args" (ours since they
+    exist), else its run's "args" with other code bases' names mapped. Unchecked: a file is data."""
+    own = checkpoint.get("model_args") if isinstance(checkpoint, dict) else None
+    if isinstance(own, dict):
+        return dict(own)
+    args = recorded_args(checkpoint)
+    theirs = {ours: args[name] for name, ours in RECORDED_NAMES.items() if args.get(name) is not None}
+    return {**theirs, **{k: v for k, v in args.items() if v is not None}}
+
+
 def unwrap(checkpoint):
     """A training checkpoint {'model': ...}, {'state_dict': ...} or a bare state dict -> state dict."""
     for wrapper in ("model", "state_dict", "model_ema"):

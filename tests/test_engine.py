@@ -78,7 +78,7 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, mon
     from engine.distributed import Dist
     from engine.runner import claim_run_folder
     monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")
-    args = parse_args(build_parser("t"), ["--output", str(tmp_path), "-T", "4"])
+    args = parse_args(build_parser("t"), ["--model", "spiliformer_4_384", "--output", str(tmp_path), "-T", "4"])
     first, second = claim_run_folder(args, Dist(), 4), claim_run_folder(args, Dist(), 4)
     assert first != second and first.is_dir() and second.is_dir()
 
@@ -149,7 +149,8 @@ def test_drop_path_and_feedback_wiring_flags_reach_the_model():
     from engine.config import build_parser, parse_args
     from engine.runner import create_model
 
-    args = parse_args(build_parser("t"), ["--embed-dim", "64", "--drop-path", "0.2", "--chained-feedback"])
+    args = parse_args(build_parser("t"), ["--model", "spiliformer_4_384", "--embed-dim", "64", "--drop-path", "0.2",
+                                          "--chained-feedback"])
     model = create_model(args, num_classes=10)
     assert model.stages[-1].blocks[-1].drop_path.drop_prob == pytest.approx(0.2)
     assert model.feedback.chained

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from models import ConfigError
-from models.config import ModelConfig
+from engine.model_config import ModelConfig
 
 
 def parsers():

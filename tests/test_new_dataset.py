@@ -12,7 +12,7 @@ def flowers(tmp_path, monkeypatch):
     from engine import registry
     folder = tmp_path / "flowers"
     folder.mkdir()
-    (folder / "flowers.yml").write_text("T: 1\nepochs: 1\nbatch_size: 2\nwarmup_epochs: 0\nworkers: 0\n"
+    (folder / "flowers.yml").write_text("T: 1\nepochs: 1\nlr: 1.0e-3\nweight_decay: 0.05\nbatch_size: 2\nwarmup_epochs: 0\nworkers: 0\n"
                                         "aa: rand-m9-mstd0.5-inc1\nmixup: 0.0\n")
     entry = registry.DatasetEntry("flowers", "Flowers", str(folder), 3, "spiliformer_10_768", (0, 0), False,
                                   registry.DATASETS["imagenet"].build)
@@ -40,3 +40,15 @@ def test_a_registered_image_folder_dataset_trains_evaluates_and_every_tool_runs(
     assert heatmap.main([*common, "--output", str(tmp_path / "maps.png")]) == 0 and (tmp_path / "maps.png").is_file()
     assert corruptions.main([*common, "--corruptions", "gaussian_noise", "--severities", "1"]) == 0
     assert "gaussian_noise" in capsys.readouterr().out
+
+
+def test_a_recipe_without_epochs_weight_decay_or_lr_is_one_line(flowers, tmp_path, capsys):
+    """The parser has no defaults for them: a value no dataset trains with would hide the gap."""
+    from engine.config import parse_command_line
+    from engine.runner import run
+    entry, data = flowers
+    (tmp_path / "flowers" / "flowers.yml").write_text("T: 1\nbatch_size: 2\nworkers: 0\n")
+    assert run(parse_command_line(entry, ["--data-dir", str(data), "--output", str(tmp_path)]), entry) != 0
+    err = capsys.readouterr().err
+    assert "no --epochs, --weight-decay, --lr or --blr: give it, or set it in the recipe" in err
+    assert "Traceback" not in err

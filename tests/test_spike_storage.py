@@ -150,7 +150,7 @@ def test_spike_storage_is_off_under_torch_compile_with_one_line(capsys):
 
 def test_memory_report_counts_less_with_spike_storage():
     from engine.benchmark import Config, SAVED_KINDS, saved_memory
-    from models.config import ModelConfig
+    from engine.model_config import ModelConfig
     cfg = Config(model=ModelConfig(model="spiliformer_4_384", embed_dim=64, depths=(1, 1, 1), num_heads=2, T=2),
                  batch_size=2, input_size=16, device="cpu")
     plain_kinds, plain_stages = saved_memory(cfg, spike_storage="off")

@@ -5,7 +5,8 @@ import timm
 import torch
 
 from models import ConfigError
-from models.config import ModelConfig, file_settings
+from engine.model_config import ModelConfig
+from models.spiliformer import file_settings
 from models.spiliformer import SpiLiFormer
 from test_cifar import run_script
 

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torchattack  # noqa: E402
 
-from tools.common import (InputSpace, batches, build_parser, eval_data, load_model, main_guard,  # noqa: E402
+from tools.common import (InputSpace, batches, build_parser, parse, eval_data, load_model, main_guard,  # noqa: E402
                           non_negative, write_csv)
 
 FGSM_EPS = (0.05, 0.1, 0.2, 0.3)
@@ -49,7 +49,7 @@ def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("--fgsm-eps", type=non_negative(float), nargs="+", default=list(FGSM_EPS))
     parser.add_argument("--pgd-steps", type=non_negative(int), nargs="+", default=list(PGD_STEPS))
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)
     columns = attacks(args.fgsm_eps, args.pgd_steps)

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from engine.benchmark import (AMP_DTYPES, COMPILE_MODES, SAVED_KINDS, Config, compare_configs,  # noqa: E402
                               measure_all, saved_memory)
 from models import ConfigError  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
+from engine.model_config import ModelConfig  # noqa: E402
 from tools.common import main_guard, non_negative, positive_int  # noqa: E402
 from models.spike_storage import LEVELS as STORAGE_LEVELS  # noqa: E402
 

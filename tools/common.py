@@ -10,9 +10,10 @@ import torch.nn as nn
 
 import models
 from models import ConfigError
-from engine.config import input_size, parse_command_line
+from engine.config import check_values, input_size, new_parser, parse_command_line, shared_flags
 from engine.registry import DATASETS
-from models.config import ModelConfig, recorded_args
+from engine.model_config import ModelConfig, flag
+from models.checkpoint import recorded_args
 
 
 def positive_int(text):
@@ -33,27 +34,23 @@ def non_negative(kind):
 
 
 def build_parser(description):
-    p = argparse.ArgumentParser(description=description)
+    """train.py's shared flags (engine/config.py, same spellings) and the tools' own."""
+    p = new_parser(description)
     p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                    help="the data to analyse on (default: the checkpoint's, else cifar10)")
     p.add_argument("--checkpoint", default="", help="weights to analyse (none: random weights, with a warning)")
-    # train.py's spellings too, so that a training command's flags carry over
-    p.add_argument("--data-path", "--data_path", "-data-dir", "--data-dir", "--data_dir", dest="data_path",
-                   default="./data", help="dataset folder")
-    p.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=16)
-    p.add_argument("--num-batches", "--num_batches", dest="num_batches", type=positive_int, default=4,
-                   help="batches of data to use")
-    p.add_argument("--input-size", "--input_size", "--img-size", "--img_size", dest="input_size", type=positive_int,
-                   nargs="+", default=None,
-                   help="one value or H W (default: the checkpoint's, else the variant's)")
-    ModelConfig.add_flags(p.add_argument_group("model"), inherit=True)
-    p.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false",
-                   help="accept CIFAR pickles whose checksums differ from the official ones")
-    p.add_argument("--dts-cache", "--dts_cache", dest="dts_cache", default="",
-                   help="event data: the folder of the split train.py made")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
-    p.add_argument("--output", default="", help="where the CSV or PNG goes")
+    g = shared_flags(p, tools=True)
+    flag(g, "--num-batches", type=positive_int, default=4, help="batches of data to use")
+    flag(g, "--dts-cache", default="", help="event data: the folder of the split train.py made")
+    flag(p, "--output", default="", help="where the CSV or PNG goes")
     return p
+
+
+def parse(parser, argv):
+    """The tools' command line, checked as train.py checks the flags they share."""
+    args = parser.parse_args(argv)
+    check_values(parser, args)
+    return args
 
 
 def load_model(args):
@@ -98,7 +95,7 @@ def data_settings(entry, checkpoint, args, model):
     normalisation is analysed under it), else the dataset's recipe and variant."""
     recorded = recorded_args(checkpoint)
     trained = recorded_input_size(checkpoint)
-    size = args.input_size or trained
+    size = args.img_size or trained
     if size is not None and (len(size) > 2 or any(side % model.reduction for side in size)):
         raise ConfigError(f"--input-size {' '.join(map(str, size))}: one value or H W, each divisible by "
                           f"{model.reduction} (the model's downsampling)")
@@ -121,7 +118,7 @@ def eval_data(args, model):
     entry = DATASETS[args.dataset]
     run = parse_command_line(entry, []).replaced({
         **args.data, "mean": [0.0] * len(args.data["mean"]), "std": [1.0] * len(args.data["std"]),
-        "data_dir": args.data_path, "verify": args.verify, "dts_cache": args.dts_cache, "eval": True,
+        "data_dir": args.data_dir, "verify": args.verify, "dts_cache": args.dts_cache, "eval": True,
         "T": args.T or model.T})  # normalised with mean 0, std 1: the model's own normalisation is InputSpace's
     _, dataset, _ = entry.build(entry, run, False)
     check_classes(dataset, model, args)
@@ -135,7 +132,7 @@ def check_classes(dataset, model, args):
     classes = len(getattr(dataset, "classes", ()))
     if classes and classes != model.num_classes:
         raise ConfigError(f"the model classifies {model.num_classes} classes and {args.dataset} under "
-                          f"{args.data_path} has {classes}: analyse a checkpoint on the data it was trained on")
+                          f"{args.data_dir} has {classes}: analyse a checkpoint on the data it was trained on")
 
 
 def batches(dataset, args):

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from engine.registry import DATASETS  # noqa: E402
-from tools.common import (InputSpace, batches, build_parser, eval_data, load_model, main_guard,  # noqa: E402
+from tools.common import (InputSpace, batches, build_parser, parse, eval_data, load_model, main_guard,  # noqa: E402
                           write_csv)
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -102,7 +102,7 @@ def main(argv=None):
     parser.add_argument("--corruption-path", default="", help="folder of CIFAR-10-C .npy files")
     parser.add_argument("--corruptions", nargs="+", default=None, help="default: all 19 (15 common + 4 extra)")
     parser.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     model = load_model(args)
     if DATASETS[args.dataset].event:
         raise models.ConfigError(f"corruptions apply to images, and {args.dataset} is event data; choose an "

@@ -30,7 +30,7 @@ import models  # noqa: E402
 from models import SpiLiFormer  # noqa: E402
 from models.neurons import ILIF, LIF, is_spike_count  # noqa: E402
 
-from tools.common import (DATASETS, InputSpace, batches, build_parser, eval_data, load_model,  # noqa: E402
+from tools.common import (DATASETS, InputSpace, batches, build_parser, parse, eval_data, load_model,  # noqa: E402
                           main_guard, write_csv)
 
 E_MAC = 4.6e-12  # J per 32-bit float MAC at 45 nm (Horowitz, ISSCC 2014; eq 26)
@@ -274,7 +274,7 @@ def main(argv=None):
     parser.add_argument("--accounting", choices=ACCOUNTINGS, default="paper",
                         help="paper: eq 26, only the encoding conv at E_MAC (Table 1); strict: every layer fed "
                              "analog values at E_MAC. The summary prints both.")
-    args = parser.parse_args(argv)  # --num-batches >= 1: firing rates are measured on data
+    args = parse(parser, argv)  # --num-batches >= 1: firing rates are measured on data
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)
     wrapped = InputSpace(model, mean, std).to(args.device)

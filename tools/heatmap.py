@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import models  # noqa: E402
-from tools.common import InputSpace, build_parser, eval_data, load_model, main_guard  # noqa: E402
+from tools.common import InputSpace, build_parser, parse, eval_data, load_model, main_guard  # noqa: E402
 
 CELL_INCHES, DPI = 2.0, 100
 
@@ -89,7 +89,7 @@ def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, nargs="+", default=None,
                         help="dataset indices to show (default: the first --num-batches x --batch-size... capped at 8)")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     args.output = args.output or "heatmaps.png"
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)
