@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .neurons import ALPHA, TAU
+from .lif_constants import ALPHA, TAU
 
 BLOCK = 1024
 

@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from . import spike_storage
 from . import spikingjelly_compat as sj
 from .errors import BackendError
+from .lif_constants import ALPHA, TAU
 from .spikingjelly_compat import neuron, surrogate
 
 BACKENDS = ("auto", "torch", "triton", "cupy", "spikingjelly")
 NEURONS = ("lif", "ilif")
-TAU = 2.0    # eq 1
-ALPHA = 4.0  # sigmoid surrogate of eq 2's Heaviside
 
 
 def cupy_pip_name():

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from models import spikingjelly_compat as sj
-from models.neurons import ALPHA, LIF, TAU
+from models.lif_constants import ALPHA, TAU
+from models.neurons import LIF
 
 from conftest import DATA
 from datagen import write_cifar10dvs, write_ncaltech101
