@@ -16,7 +16,8 @@ import timm
 import yaml
 
 from .errors import ConfigError
-from .neurons import BACKENDS, NEURONS
+from .lif_backends import BACKENDS
+from .neurons import NEURONS
 from .spiliformer import SpiLiFormer
 
 
