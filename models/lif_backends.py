@@ -121,7 +121,8 @@ class LIFFunction(torch.autograd.Function):
         return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None
 
 
-def _kernels(backend):
+def lif_kernels(backend):
+    """The (forward, backward) kernel pair of 'torch' or 'triton' (models/lif_torch.py's contract)."""
     if backend == "triton":
         from . import lif_triton
         return lif_triton.lif_forward_triton, lif_triton.lif_backward_triton
@@ -151,7 +152,7 @@ def lif_multistep(x_seq, v_threshold=1.0, v_init=None, backend="torch", d_dtype=
     dtype (fp32 for fp32 input, so gradients match spikingjelly's; half the bytes under AMP).
     fallback: a Triton kernel that fails runs the torch one instead (backend 'auto').
     """
-    forward, backward = _kernels(backend)
+    forward, backward = lif_kernels(backend)
     if fallback and backend == "triton":
         forward, backward = _or_torch(forward, lif_forward_torch), _or_torch(backward, lif_backward_torch)
     needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v_init is not None and v_init.requires_grad))
