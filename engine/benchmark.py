@@ -194,50 +194,6 @@ def measure_all(configs, warmup=2, repeats=5, timer=None):
             for name, cfg in configs.items()}
 
 
-def measure(cfg, warmup=2, repeats=5, timer=None):
-    """One configuration in a fresh process."""
-    return measure_all({"run": cfg}, warmup, repeats, timer)["run"]
-
-
-# HBM peak bandwidth (GB/s) from the vendors' data sheets, by device-name fragment (most specific first)
-HBM_PEAK_GBS = {"H200": 4800, "H100 NVL": 3900, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,
-                "A100 80GB PCIe": 1935, "A100": 1555, "L40S": 864, "V100": 900, "RTX 4090": 1008}
-
-
-def hbm_peak_gbs(name):
-    return next((gbs for key, gbs in HBM_PEAK_GBS.items() if key in name), None)
-
-
-def lif_bandwidth(shape, dtype, backends=("triton", "torch"), d_dtype=None):
-    """Effective GB/s of each LIF kernel's forward and backward on CUDA, and of a device copy.
-
-    Bytes counted are the minimum each pass must move: forward reads x and writes spikes, d and
-    the last v; backward reads d and the spike gradient and writes the input gradient and v's.
-    """
-    from triton.testing import do_bench
-
-    from models import neurons
-    x = torch.randn(shape, device="cuda", dtype=dtype) + 1
-    d_dtype = d_dtype or dtype
-    T, n = shape[0], x[0].numel()
-    xb, db = x.element_size(), torch.empty(0, dtype=d_dtype).element_size()
-    fwd_bytes = T * n * (2 * xb + db) + 4 * n
-    bwd_bytes = T * n * (2 * xb + db) + 4 * n
-    rows = []
-    for backend in backends:
-        fwd, bwd = neurons._kernels(backend)
-        d_seq = torch.empty(shape, device="cuda", dtype=d_dtype)
-        ms_f = do_bench(lambda: fwd(x, None, 1.0, d_seq))
-        grad = torch.randn_like(x)
-        ms_b = do_bench(lambda: bwd(d_seq, grad, None, dtype))
-        rows.append((backend, fwd_bytes / ms_f / 1e6, bwd_bytes / ms_b / 1e6))
-    src = torch.empty(T * n * xb // 4, device="cuda", dtype=torch.float32)
-    dst = torch.empty_like(src)
-    ms_c = do_bench(lambda: dst.copy_(src))
-    copy_gbs = 2 * src.numel() * 4 / ms_c / 1e6
-    return rows, copy_gbs
-
-
 # ---------------------------------------------------------------- what backward keeps
 
 SAVED_KINDS = ("binary spikes", "spike counts", "BN/conv float inputs", "LIF state", "other")

@@ -18,7 +18,8 @@ import yaml
 
 from models import ConfigError, SpiLiFormer
 from models.checkpoint import recorded_settings
-from models.neurons import BACKENDS, NEURONS
+from models.lif_backends import BACKENDS
+from models.neurons import NEURONS
 from models.spiliformer import file_settings, setting_problem
 
 

@@ -2,6 +2,6 @@
 
 (Not `python -m models.neurons`: the package imports that module first, so runpy would warn.)
 """
-from .neurons import describe
+from .lif_backends import describe
 
 print(describe())

@@ -221,7 +221,7 @@ def get_attn_layer(attn):
     if callable(attn):
         return attn
     if attn not in ATTENTION_LAYERS:
-        raise ValueError(f"attention must be one of {sorted(ATTENTION_LAYERS)} or a class, got {attn!r}")
+        raise ConfigError(f"attention must be one of {sorted(ATTENTION_LAYERS)} or a class, got {attn!r}")
     return ATTENTION_LAYERS[attn]
 
 

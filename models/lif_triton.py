@@ -3,14 +3,14 @@
 Each program owns BLOCK neurons and walks the T steps with the membrane potential in fp32
 registers, so x is read once, spikes and d = h - v_th written once (forward), d and the spike
 gradient read once and the input gradient written once (backward): the minimum traffic.
-Input/output in fp32, fp16 or bf16; d in the dtype the caller allocates (models.neurons: the
+Input/output in fp32, fp16 or bf16; d in the dtype the caller allocates (models.lif_backends: the
 input's). Under TRITON_INTERPRET=1 the same kernels run on CPU tensors (how CI checks them).
 """
 import torch
 import triton
 import triton.language as tl
 
-from .neurons import ALPHA, TAU
+from .lif_constants import ALPHA, TAU
 
 BLOCK = 1024
 
@@ -64,7 +64,7 @@ def _grid(n):
 
 
 def lif_forward_triton(x_seq, v, v_threshold, d_seq=None):
-    """Same contract as models.neurons.lif_forward_torch."""
+    """Same contract as models.lif_torch.lif_forward_torch."""
     x = x_seq.contiguous()
     T, N = x.shape[0], x[0].numel()
     spikes = torch.empty_like(x)
@@ -79,7 +79,7 @@ def lif_forward_triton(x_seq, v, v_threshold, d_seq=None):
 
 
 def lif_backward_triton(d_seq, grad_spikes, grad_v, dtype):
-    """Same contract as models.neurons.lif_backward_torch."""
+    """Same contract as models.lif_torch.lif_backward_torch."""
     grad_spikes = grad_spikes.contiguous()
     T, N = d_seq.shape[0], d_seq[0].numel()
     grad_x = torch.empty(d_seq.shape, dtype=dtype, device=d_seq.device)

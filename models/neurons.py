@@ -1,4 +1,5 @@
-"""Spiking neurons (eqs 1-3): the LIF, the integer LIF, and how the model picks one and its kernel.
+"""Spiking neurons (eqs 1-3): the LIF, the integer LIF, and how the model picks one. Which kernel
+runs a LIF (and `python -m models`'s report of it) is models/lif_backends.py.
 
 Every neuron here is multi-step: it takes a [T, B, ...] tensor and integrates over the
 leading axis only, so membrane state never crosses samples.
@@ -9,13 +10,8 @@ numerical reference and stays selectable as backend 'spikingjelly'):
     h[t] = v[t-1] + (x[t] - v[t-1]) / tau      eq 1 (tau 2, decay_input)
     s[t] = H(h[t] - v_th)                       eq 2 (sigmoid surrogate, alpha 4)
     v[t] = h[t] (1 - s[t])                      eq 3 (hard reset to 0, s detached)
-
-`python -m models` prints the backend `auto` picks here, the devices and the versions.
 """
 import contextlib
-import functools
-import os
-import warnings
 
 import torch
 import torch.nn as nn
@@ -23,196 +19,11 @@ import torch.nn.functional as F
 
 from . import spike_storage
 from . import spikingjelly_compat as sj
-from .errors import BackendError
+from .lif_backends import BACKENDS, check_backend, lif_multistep, pick_backend
+from .lif_constants import ALPHA, TAU
 from .spikingjelly_compat import neuron, surrogate
 
-BACKENDS = ("auto", "torch", "triton", "cupy", "spikingjelly")
 NEURONS = ("lif", "ilif")
-TAU = 2.0    # eq 1
-ALPHA = 4.0  # sigmoid surrogate of eq 2's Heaviside
-
-
-def cupy_pip_name():
-    """The CuPy wheel for the installed torch's CUDA major (torch 2.14 ships CUDA 13: cupy-cuda13x)."""
-    cuda = torch.version.cuda
-    return f"cupy-cuda{cuda.split('.')[0]}x" if cuda else "cupy-cuda12x"
-
-
-@functools.lru_cache(maxsize=1)
-def cupy_import_error():
-    """None when CuPy imports, else the exception it raised (kept whole, not just 'missing')."""
-    try:
-        import cupy  # noqa: F401
-    except Exception as exc:  # a broken CUDA library raises more than ImportError
-        return exc
-    return None
-
-
-@functools.lru_cache(maxsize=1)
-def triton_import_error():
-    try:
-        import triton  # noqa: F401
-    except Exception as exc:
-        return exc
-    return None
-
-
-def triton_interpreted():
-    """TRITON_INTERPRET=1 runs Triton kernels on CPU tensors (slowly): how the kernels are tested without a GPU."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def check_backend(backend):
-    """Validate a backend name; asking for a kernel whose library is missing is an error here, at build time."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "cupy" and cupy_import_error() is not None:
-        err = cupy_import_error()
-        raise BackendError(
-            f"backend='cupy' needs CuPy, which failed to import: {type(err).__name__}: {err}\n"
-            f"Install it with `pip install {cupy_pip_name()}` (the wheel for torch's CUDA {torch.version.cuda}), "
-            "or use backend='auto' or 'triton'.") from err
-    if backend == "cupy" and sj.cupy_kernel_missing():
-        raise BackendError(f"backend='cupy': {sj.cupy_kernel_missing()} (`pip install spikingjelly==0.0.0.0.14`); "
-                           "or use backend='auto' or 'triton'")
-    if backend == "triton" and triton_import_error() is not None:
-        err = triton_import_error()
-        raise BackendError(f"backend='triton' needs Triton, which failed to import: {type(err).__name__}: {err}\n"
-                           "Install it with `pip install triton`, or use backend='auto' or 'torch'.") from err
-    return backend
-
-
-_triton_failure = []  # the first error a Triton kernel raised under 'auto' (from then on 'auto' runs torch)
-
-
-def _auto_picks_triton(x):
-    # under torch.compile the torch loop is what inductor fuses (C++ on CPU, its own Triton on CUDA)
-    return x.is_cuda and not torch.compiler.is_compiling() and triton_import_error() is None
-
-
-def pick_backend(backend, x):
-    """The kernel that runs `x` for the requested backend; 'auto' = the fastest correct one for the tensor."""
-    if backend == "auto":
-        return "triton" if _auto_picks_triton(x) and not _triton_failure else "torch"
-    if backend == "triton" and not (x.is_cuda or triton_interpreted()):
-        raise BackendError(f"backend='triton' runs on CUDA tensors, got {x.device} (TRITON_INTERPRET=1 "
-                           "runs it on CPU for testing); use backend='auto'")
-    if backend == "cupy" and not (x.is_cuda and x.dtype in (torch.float32, torch.float16)):
-        raise BackendError(f"backend='cupy' runs on CUDA float32/float16 tensors only, got {x.dtype} on "
-                           f"{x.device}; use backend='auto'")
-    return backend
-
-
-# ---------------------------------------------------------------- the lean torch path
-# spikingjelly's torch path saves two fp32 tensors per element and step (h - v_th and the reset
-# factor) and indexes x_seq[t] under autograd, so its backward builds T full-size zero tensors per
-# neuron. Here one autograd node covers all T steps and saves d = h - v_th only: the spike is
-# d >= 0 and the surrogate is a function of d. (Not torch.signbit: gcc 12 crashes compiling
-# inductor's vectorised signbit.)
-
-def lif_forward_torch(x_seq, v, v_threshold, d_seq=None):
-    """Eqs 1-3 over T with fp32 state; `d_seq` (when given) receives h - v_th. Returns spikes, last v.
-
-    In-place where the order of operations allows (it is spikingjelly's, so results stay bitwise equal):
-    fewer temporaries per step is most of this path's speed on CPU."""
-    spikes = torch.empty_like(x_seq)
-    v = torch.zeros_like(x_seq[0], dtype=torch.float32) if v is None else v.float()
-    exact_d = d_seq is not None and d_seq.dtype == torch.float32
-    for t in range(x_seq.shape[0]):
-        h = torch.sub(x_seq[t].float(), v).div_(TAU).add_(v)  # eq 1: v + (x - v) / tau
-        d = torch.sub(h, v_threshold, out=d_seq[t]) if exact_d else h - v_threshold
-        fired = d >= 0                                      # eq 2 (Heaviside(0) = 1)
-        spikes[t] = fired
-        if d_seq is not None and not exact_d:  # rounding must not turn a small negative d into -0: "fired"
-            d_seq[t] = torch.where(fired, d, d.clamp(max=-torch.finfo(d_seq.dtype).tiny))
-        v = h.masked_fill_(fired, 0.0)                      # eq 3: hard reset to 0
-    return spikes, v
-
-
-def lif_backward_torch(d_seq, grad_spikes, grad_v, dtype):
-    """Surrogate BPTT from d = h - v_th alone. Returns grad of x_seq (in `dtype`) and of the initial v."""
-    grad_x = torch.empty(d_seq.shape, dtype=dtype, device=d_seq.device)
-    grad_v = None if grad_v is None else grad_v.float()
-    for t in reversed(range(d_seq.shape[0])):
-        d = d_seq[t].float()
-        sig = torch.sigmoid(d * ALPHA)
-        grad_h = sj.sigmoid_surrogate_grad(grad_spikes[t], sig, ALPHA)
-        if grad_v is not None:
-            grad_h.add_(torch.where(d < 0, grad_v, 0.0))  # dv/dh = 1 - s, reset detached
-        grad_x_t = grad_h / TAU
-        grad_x[t] = grad_x_t
-        grad_v = grad_h.sub_(grad_x_t)  # dh/dv = 1 - 1/tau, as autograd computes it for eq 1
-    return grad_x, grad_v
-
-
-class LIFFunction(torch.autograd.Function):
-    """Multi-step LIF as one autograd node; `kernels` = (forward, backward), the torch or Triton pair."""
-
-    @staticmethod
-    def forward(ctx, x_seq, v_init, v_threshold, d_dtype, kernels):
-        # spike storage 'lean': x is recomputed in backward anyway, so keep it (as its recipe) and rerun the
-        # forward kernel there instead of keeping d (models/spike_storage.py)
-        ctx.recompute = spike_storage.recomputed_in_backward(x_seq)
-        d_seq = None if ctx.recompute else torch.empty(x_seq.shape, dtype=d_dtype, device=x_seq.device)
-        spikes, v = kernels[0](x_seq, v_init, v_threshold, d_seq)
-        ctx.save_for_backward(*((x_seq, v_init) if ctx.recompute else (d_seq,)))
-        ctx.kernels, ctx.v_threshold, ctx.d_dtype = kernels, v_threshold, d_dtype
-        ctx.x_dtype = x_seq.dtype
-        ctx.set_materialize_grads(False)
-        return spikes, v
-
-    @staticmethod
-    def backward(ctx, grad_spikes, grad_v):
-        if ctx.recompute:
-            x_seq, v_init = ctx.saved_tensors
-            d_seq = torch.empty(x_seq.shape, dtype=ctx.d_dtype, device=x_seq.device)
-            ctx.kernels[0](x_seq, v_init, ctx.v_threshold, d_seq)
-            del x_seq, v_init  # free the recomputed input before the backward kernel allocates
-        else:
-            (d_seq,) = ctx.saved_tensors
-        if grad_spikes is None:
-            grad_spikes = torch.zeros(d_seq.shape, dtype=ctx.x_dtype, device=d_seq.device)
-        grad_x, grad_v_init = ctx.kernels[1](d_seq, grad_spikes, grad_v, ctx.x_dtype)
-        return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None
-
-
-def _kernels(backend):
-    if backend == "triton":
-        from . import lif_triton
-        return lif_triton.lif_forward_triton, lif_triton.lif_backward_triton
-    return lif_forward_torch, lif_backward_torch
-
-
-def _or_torch(kernel, torch_kernel):
-    """`kernel`, unless it fails (a Triton compile or launch error): then one warning naming the
-    error, and the torch kernel (same contract) for this call and every later one under 'auto'."""
-    def run(*args):
-        if not _triton_failure:
-            try:
-                return kernel(*args)
-            except Exception as exc:  # Triton's compile, resource and driver errors share no base class
-                _triton_failure.append(exc)
-                warnings.warn(f"backend 'auto': the Triton LIF kernel failed ({type(exc).__name__}: {exc}); the "
-                              "torch kernel runs instead from now on (backend='triton' raises the error)",
-                              RuntimeWarning, stacklevel=2)
-        return torch_kernel(*args)
-    return run
-
-
-def lif_multistep(x_seq, v_threshold=1.0, v_init=None, backend="torch", d_dtype=None, fallback=False):
-    """Spikes [T, ...] (x's dtype) and the last membrane potential (fp32) of eqs 1-3, from rest or `v_init`.
-
-    backend: 'torch' or 'triton'. d_dtype: storage of h - v_th for backward; default the input's
-    dtype (fp32 for fp32 input, so gradients match spikingjelly's; half the bytes under AMP).
-    fallback: a Triton kernel that fails runs the torch one instead (backend 'auto').
-    """
-    forward, backward = _kernels(backend)
-    if fallback and backend == "triton":
-        forward, backward = _or_torch(forward, lif_forward_torch), _or_torch(backward, lif_backward_torch)
-    needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v_init is not None and v_init.requires_grad))
-    if not needs_grad:  # inference: nothing to save
-        return forward(x_seq, v_init, v_threshold, None)
-    return LIFFunction.apply(x_seq, v_init, v_threshold, d_dtype or x_seq.dtype, (forward, backward))
 
 
 class LIF(neuron.LIFNode):
@@ -375,22 +186,3 @@ def spike_expanded_inference(model):
     finally:
         for h in handles:
             h.remove()
-
-
-def describe():
-    """Backend, devices and versions, as `python -m models` prints them."""
-    import numpy
-    lines = [f"torch {torch.__version__} (CUDA {torch.version.cuda}), numpy {numpy.__version__}, "
-             f"spikingjelly {sj.VERSION}"]
-    err = triton_import_error()
-    lines.append("triton " + (__import__("triton").__version__ if err is None else f"missing ({err})")
-                 + (" [TRITON_INTERPRET=1: kernels run on CPU]" if triton_interpreted() else ""))
-    err = cupy_import_error()
-    lines.append("cupy " + (__import__("cupy").__version__ if err is None else
-                            f"missing: `pip install {cupy_pip_name()}` for backend='cupy'")
-                 + (f" ({sj.cupy_kernel_missing()})" if sj.cupy_kernel_missing() else ""))
-    devices = ["cpu"] + [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
-    for dev in devices:
-        x = torch.zeros(1, device=dev.split()[0])
-        lines.append(f"{dev}: backend='auto' runs {pick_backend('auto', x)!r}")
-    return "\n".join(lines)

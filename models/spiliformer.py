@@ -39,6 +39,13 @@ class AttentionRecord(NamedTuple):
     query: list
 
 
+class _Runs:
+    """Handed to one checkpointed call of a block: tells its forward from backward's recomputation."""
+
+    def __init__(self):
+        self.forward_done = False
+
+
 class Block(nn.Module):
     """x + attn(x), then x + mlp(x); no norm layers (QKFormer). Stochastic depth (Sec. 4.1) drops
     each residual branch per sample with probability `drop_path`."""
@@ -55,15 +62,15 @@ class Block(nn.Module):
         if self.grad_checkpointing and torch.is_grad_enabled():
             # checkpoint restores the RNG state, so the recomputation draws the same drop-path masks
             with spike_storage.paused():
-                return checkpoint(self._from_rest, x, feedback, [], use_reentrant=False)
+                return checkpoint(self._from_rest, x, feedback, _Runs(), use_reentrant=False)
         return self._body(x, feedback)
 
-    def _from_rest(self, x, feedback, calls):
+    def _from_rest(self, x, feedback, runs):
         # the recomputation in backward must start from the same (resting) neurons as the forward
         # did, and must not move BN's running statistics a second time for the same batch
         functional.reset_net(self)
-        recompute = bool(calls)
-        calls.append(None)
+        recompute = runs.forward_done
+        runs.forward_done = True
         with frozen_bn_statistics(self) if recompute else contextlib.nullcontext():
             return self._body(x, feedback)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional
 
-from models import neurons
+from models import lif_backends
 from models import spikingjelly_compat as sj
 from models.neurons import LIF
 
@@ -20,9 +20,9 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 def runnable(backend):
     if backend == "triton":
-        return neurons.triton_import_error() is None and (DEVICE == "cuda" or neurons.triton_interpreted())
+        return lif_backends.triton_import_error() is None and (DEVICE == "cuda" or lif_backends.triton_interpreted())
     if backend == "cupy":
-        return DEVICE == "cuda" and neurons.cupy_import_error() is None and sj.cupy_kernel_missing() is None
+        return DEVICE == "cuda" and lif_backends.cupy_import_error() is None and sj.cupy_kernel_missing() is None
     return True
 
 
@@ -92,7 +92,7 @@ def test_d_in_half_precision_keeps_spikes_and_gradients_close(backend):
     grads = {}
     for dtype in (torch.float32, torch.float16):
         xr = x.clone().requires_grad_()
-        s, v[dtype] = neurons.lif_multistep(xr, 0.5, backend=backend, d_dtype=dtype)
+        s, v[dtype] = lif_backends.lif_multistep(xr, 0.5, backend=backend, d_dtype=dtype)
         (s * grad).sum().backward()
         spikes[dtype], grads[dtype] = s.detach(), xr.grad
     assert torch.equal(spikes[torch.float16], spikes[torch.float32])
@@ -113,7 +113,7 @@ def test_triton_matches_the_torch_kernel_under_amp_dtypes(dtype):
     out = {}
     for backend in ("torch", "triton"):
         xr = x.clone().requires_grad_()
-        s, v = neurons.lif_multistep(xr, 1.0, backend=backend)
+        s, v = lif_backends.lif_multistep(xr, 1.0, backend=backend)
         (s * grad).sum().backward()
         assert s.dtype == dtype and xr.grad.dtype == dtype
         out[backend] = (s, v, xr.grad)

@@ -175,7 +175,7 @@ def test_bad_configuration_gives_a_clear_error():
         timm.create_model("spiliformer_4_384", embed_dim=64, backend="cuda")
     with pytest.raises(ValueError, match="neuron"):
         timm.create_model("spiliformer_4_384", embed_dim=64, neuron="izhikevich")
-    with pytest.raises(ValueError, match="attention must be one of .*'token'.*got 'ff-lidiff'"):
+    with pytest.raises(models.ConfigError, match="attention must be one of .*'token'.*got 'ff-lidiff'"):
         timm.create_model("spiliformer_4_384", embed_dim=64, shallow_attn="ff-lidiff")
 
 

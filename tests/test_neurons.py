@@ -8,35 +8,35 @@ import torch
 from spikingjelly.activation_based import functional
 
 import models
-from models import neurons
+from models import lif_backends
 from models import spikingjelly_compat as sj
 
 from conftest import ROOT, tiny_input, tiny_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-cupy = pytest.mark.skipif(neurons.cupy_import_error() is not None or sj.cupy_kernel_missing() is not None,
+cupy = pytest.mark.skipif(lif_backends.cupy_import_error() is not None or sj.cupy_kernel_missing() is not None,
                           reason="needs CuPy and spikingjelly 0.0.0.0.14's CuPy kernel")
 
 
 def test_auto_backend_runs_the_lean_torch_kernel_on_cpu():
-    assert neurons.pick_backend("auto", torch.rand(2, 3)) == "torch"
+    assert lif_backends.pick_backend("auto", torch.rand(2, 3)) == "torch"
 
 
 def test_asking_for_cupy_without_it_names_the_package_and_the_real_error(monkeypatch):
     real_error = OSError("libnvrtc.so.12: cannot open shared object file: No such file or directory")
-    monkeypatch.setattr(neurons, "cupy_import_error", lambda: real_error)
+    monkeypatch.setattr(lif_backends, "cupy_import_error", lambda: real_error)
     with pytest.raises(RuntimeError) as err:
         models.LIF(backend="cupy")
     message = str(err.value)
-    assert f"pip install {neurons.cupy_pip_name()}" in message
+    assert f"pip install {lif_backends.cupy_pip_name()}" in message
     assert "libnvrtc.so.12" in message and "OSError" in message
 
 
 def test_cupy_wheel_matches_torchs_cuda_major(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", "13.0")
-    assert neurons.cupy_pip_name() == "cupy-cuda13x"
+    assert lif_backends.cupy_pip_name() == "cupy-cuda13x"
     monkeypatch.setattr(torch.version, "cuda", "12.8")
-    assert neurons.cupy_pip_name() == "cupy-cuda12x"
+    assert lif_backends.cupy_pip_name() == "cupy-cuda12x"
 
 
 def test_unknown_backend_is_rejected():
@@ -70,7 +70,7 @@ def test_python_m_models_prints_backend_devices_and_versions_without_warnings():
 @pytest.mark.spikingjelly
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_model_logits_and_parameter_gradients_match_the_spikingjelly_backend(stem, backend):
-    if backend == "triton" and not (neurons.triton_interpreted() or torch.cuda.is_available()):
+    if backend == "triton" and not (lif_backends.triton_interpreted() or torch.cuda.is_available()):
         pytest.skip("triton runs on CUDA or under TRITON_INTERPRET=1 (see the interpreter test below)")
     x = tiny_input(stem)
     results = {}
@@ -95,7 +95,7 @@ def test_model_logits_and_parameter_gradients_match_the_spikingjelly_backend(ste
 @pytest.mark.spikingjelly
 def test_triton_kernels_match_spikingjelly_under_the_interpreter():
     """TRITON_INTERPRET=1 must be set before Triton is imported: run the kernel tests in a fresh process."""
-    if neurons.triton_import_error() is not None:
+    if lif_backends.triton_import_error() is not None:
         pytest.skip("needs Triton")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -122,7 +122,7 @@ def assert_cuda_backends_agree(backend, reference):
 @cuda
 def test_model_on_cuda_runs_triton_under_auto_and_matches_the_torch_kernel():
     x = assert_cuda_backends_agree("auto", "torch")
-    assert neurons.pick_backend("auto", x) == "triton"
+    assert lif_backends.pick_backend("auto", x) == "triton"
 
 
 @cuda

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from models import spikingjelly_compat as sj
-from models.neurons import ALPHA, LIF, TAU
+from models.lif_constants import ALPHA, TAU
+from models.neurons import LIF
 
 from conftest import DATA
 from datagen import write_cifar10dvs, write_ncaltech101
@@ -182,8 +183,8 @@ def test_dvs_samples_and_labels_are_in_spikingjelly_0_0_0_0_14s_dataset_order(dv
 
 @pytest.mark.skipif(not sj.IS_V2, reason="spikingjelly 0.0.0.0.14 has the CuPy kernel")
 def test_cupy_backend_on_spikingjelly_2_names_the_version_that_has_it(monkeypatch):
-    from models import neurons
+    from models import lif_backends
     from models.errors import BackendError
-    monkeypatch.setattr(neurons, "cupy_import_error", lambda: None)  # as if CuPy were installed
+    monkeypatch.setattr(lif_backends, "cupy_import_error", lambda: None)  # as if CuPy were installed
     with pytest.raises(BackendError, match=r"no CuPy LIF kernel.*pip install spikingjelly==0\.0\.0\.0\.14"):
         LIF(backend="cupy")

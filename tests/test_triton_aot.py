@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from models import neurons
+from models import lif_backends, neurons
 
 triton = pytest.importorskip("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
@@ -41,11 +41,11 @@ def test_a_failing_triton_kernel_falls_back_to_torch_under_auto_with_one_warning
     def broken(*args):
         raise RuntimeError("PTX assembly failed (forced by the test)")
 
-    monkeypatch.setattr(neurons, "_auto_picks_triton", lambda x: True)  # as 'auto' does on CUDA
-    monkeypatch.setattr(neurons, "_triton_failure", [])
+    monkeypatch.setattr(lif_backends, "_auto_picks_triton", lambda x: True)  # as 'auto' does on CUDA
+    monkeypatch.setattr(lif_backends, "_triton_failure", [])
     monkeypatch.setattr(lif_triton, "lif_forward_triton", broken)
     x = (torch.randn(4, 3, 5) + 1).requires_grad_()
-    reference = neurons.lif_multistep(x.detach(), 1.0, backend="torch")[0]
+    reference = lif_backends.lif_multistep(x.detach(), 1.0, backend="torch")[0]
     lif = neurons.LIF(backend="auto")
     with pytest.warns(RuntimeWarning, match="PTX assembly failed") as caught:
         first = lif(x)
@@ -64,7 +64,7 @@ def test_an_explicit_triton_backend_still_fails_loudly(monkeypatch):
         raise RuntimeError("PTX assembly failed (forced by the test)")
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets backend='triton' take a CPU tensor
-    monkeypatch.setattr(neurons, "_triton_failure", [])
+    monkeypatch.setattr(lif_backends, "_triton_failure", [])
     monkeypatch.setattr(lif_triton, "lif_forward_triton", broken)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

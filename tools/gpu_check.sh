@@ -3,7 +3,7 @@
 #
 #   bash tools/gpu_check.sh            # on a machine with a CUDA GPU, from the repository root
 #
-# 1. backend, devices and versions (python -m models.neurons)
+# 1. backend, devices and versions (python -m models)
 # 2. the GPU tests: Triton and CuPy LIF kernels on CUDA in fp32/fp16/bf16, the model on CUDA
 # 3. tools/benchmark.py --compare for SpiLiFormer-4-384 (batch 64) and -10-768 (batch 32) under
 #    bf16 and fp16 AMP (targets: fast >= 1.35x the straight port, >= 1.0x QKFormer's straight port),
@@ -25,7 +25,7 @@ step() {  # step NAME COMMAND...: run, keep the output, remember a failure
 }
 
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible')" || exit 2
-step env python -m models.neurons
+step env python -m models
 step tests python -m pytest -q -rs tests/test_lif_kernels.py tests/test_neurons.py tests/test_speed.py \
     tests/test_triton_aot.py tests/test_spike_storage.py
 for amp in bf16 fp16; do
