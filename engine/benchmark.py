@@ -21,7 +21,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 @dataclass(frozen=True)
 class Config:
-    model: ModelConfig = ModelConfig(model="spiliformer_4_384")
+    model: ModelConfig
     batch_size: int = 64
     input_size: int = None  # default: the variant's
     device: str = "cuda"

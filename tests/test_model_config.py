@@ -98,3 +98,42 @@ def test_flags_for_names_the_command_line_of_a_recorded_configuration():
     assert run.flags_for(record) == ["--embed-dim 64", "--depths 1 1 1", "--no-fb-lidiff",
                                      "--model-kwargs shallow_attn=token"]
     assert run.flags_for({"T": 4, "model": "spiliformer_4_384"}) == []
+
+
+def test_a_new_model_switch_reaches_training_the_checkpoint_eval_and_the_tools(tmp_path, monkeypatch, capsys):
+    """README's "Adding a model switch", done in a test: a constructor argument of SpiLiFormer and its
+    kind in SpiLiFormer.SETTINGS; nothing else changes, and --model-kwargs reaches it everywhere."""
+    import torch
+    from datagen import write_cifar
+
+    from engine import registry
+    from engine.config import parse_command_line
+    from engine.runner import run
+    from models import SpiLiFormer
+    from tools import energy
+
+    built_with = []
+    original = SpiLiFormer.__init__
+
+    def init(self, *args, head_gain=1.0, **kwargs):  # the new switch
+        built_with.append(head_gain)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SpiLiFormer, "__init__", init)
+    monkeypatch.setitem(SpiLiFormer.SETTINGS, "head_gain", float)
+    data = tmp_path / "data"
+    write_cifar(data, train_per_batch=2, test=4)
+    entry = registry.get("cifar10")
+    small = ["-data-dir", str(data), "--no-verify", "--embed-dim", "32", "--depths", "1", "1", "1", "--num-heads",
+             "2", "-T", "1", "-b", "4", "-j", "0", "--epochs", "1", "--cooldown-epochs", "0", "--warmup-epochs", "0"]
+    argv = [*small, "--model-kwargs", "head_gain=2.5", "--output", str(tmp_path), "--experiment", "run"]
+    assert run(parse_command_line(entry, argv), entry) == 0 and built_with[-1] == 2.5
+    ckpt = tmp_path / "run" / "checkpoint-last.pth"
+    assert torch.load(ckpt, weights_only=True)["model_args"]["model_kwargs"] == {"head_gain": 2.5}
+
+    # --eval and a tool rebuild it from the checkpoint alone (the model they run is the last one built)
+    assert run(parse_command_line(entry, ["-data-dir", str(data), "--no-verify", "--eval", "--resume", str(ckpt)]),
+               entry) == 0 and built_with[-1] == 2.5
+    built_with.clear()
+    assert energy.main(["--checkpoint", str(ckpt), "--data-path", str(data), "--no-verify", "-b", "2",
+                        "--num-batches", "1", "--device", "cpu"]) == 0 and built_with[-1] == 2.5

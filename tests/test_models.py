@@ -1,4 +1,7 @@
 """The model package: structure, exact sizes, behaviour of the two passes, batch independence."""
+import json
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -18,6 +21,9 @@ def test_param_counts_match_paper(dataset):
     name, classes, (expected, expected_qkformer) = entry.model, entry.num_classes, entry.params
     assert count_parameters(name, num_classes=classes) == expected
     assert count_parameters(name, num_classes=classes, ff_lidiff=False, fb_lidiff=False) == expected_qkformer
+    # the QKFormer counts are the official code's own (tests/data/README.md)
+    official = json.loads((Path(__file__).parent / "data" / "param_counts.json").read_text())
+    assert expected_qkformer == official[dataset]
 
 
 def test_variants_registered_with_timm():
