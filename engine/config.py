@@ -85,7 +85,7 @@ def build_parser(description):
     flag(g, "--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
     flag(g, "--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
     flag(g, "--mixup-prob", type=float, default=1.0, help="probability of mixing a batch")
-    flag(g, "--mixup-switch-prob", type=float, default=0.5, help="probability of cutmix instead of mixup when both are on")
+    flag(g, "--mixup-switch-prob", type=float, default=0.5, help="chance of cutmix instead of mixup when both are on")
     flag(g, "--mixup-mode", default="batch", help="mix per batch, pair or elem")
     flag(g, "--mixup-off-epoch", type=int, default=0, help="turn mixup/cutmix off from this epoch (0: never)")
     flag(g, "--smoothing", type=float, default=0.1, help="label smoothing")
@@ -116,7 +116,7 @@ def build_parser(description):
     flag(g, "--clip-grad", type=float, default=None, help="clip the gradient norm to this (unset: no clipping)")
 
     g = p.add_argument_group("run")
-    flag(g, "--output", "--output-dir", default="./outputs", help="checkpoints, config, log.txt and tensorboard go here")
+    flag(g, "--output", "--output-dir", default="./outputs", help="checkpoints, config, log.txt, tensorboard go here")
     flag(g, "--experiment", default="", help="sub-folder of --output (default: model-T-time)")
     flag(g, "--log-dir", default="", help="tensorboard folder (default: the run folder)")
     flag(g, "--finetune", default="", help="initialise from CKPT (ours, QKFormer's or SpiLiFormer's); tensors it "
@@ -187,15 +187,8 @@ def parse_command_line(entry, argv=None):
     parser = build_parser(f"SpiLiFormer on {entry.title}")
     if entry.add_flags:
         entry.add_flags(parser)
-    recipes = [entry.recipe]
-    if any(a.dest == "phase" for a in parser._actions):  # a later phase's yml overrides the first's
-        early = argparse.ArgumentParser(add_help=False)
-        early.add_argument("--phase", type=int, default=1)
-        phase = early.parse_known_args(argv)[0].phase
-        if phase > 1:
-            recipes.append(entry.recipe.with_name(f"phase{phase}.yml"))
     defaults = {}
-    for path in recipes:
+    for path in entry.recipes(argv):
         defaults.update(read_recipe(parser, path))
     data = entry.data_config
     defaults.setdefault("model", entry.model)

@@ -4,6 +4,7 @@ and its recipe yml, and a `build` function returning (train set or None, validat
 
 Input size, mean and std are the model variant's (`pretrained_cfg` in models/spiliformer.py).
 """
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,10 +29,15 @@ class DatasetEntry:
     build: Callable           # (entry, args, with_train) -> (train set or None, validation set, classes)
     add_flags: Optional[Callable] = None   # parser -> None, for flags only this dataset has
     resolve: Optional[Callable] = None     # (args, parser, argv) -> None, for recipe rules (ImageNet phase)
+    later_recipes: Optional[Callable] = None  # (entry, argv) -> ymls over the recipe (ImageNet's phase 2)
 
     @property
     def recipe(self):
         return ROOT / self.folder / f"{Path(self.folder).name}.yml"
+
+    def recipes(self, argv):
+        """The recipe files a command line resolves over, lowest first."""
+        return [self.recipe, *(self.later_recipes(self, argv) if self.later_recipes else ())]
 
     @property
     def data_config(self):
@@ -68,6 +74,13 @@ def _imagenet_flags(parser):
                              "warm-up, lr decaying per epoch) over the phase-1 recipe")
 
 
+def _imagenet_phase(entry, argv):
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--phase", type=int, default=1)
+    phase = early.parse_known_args(argv)[0].phase
+    return [entry.recipe.with_name(f"phase{phase}.yml")] if phase > 1 else []
+
+
 def _imagenet_resolve(args, parser, argv):
     if args.phase == 2 and not (args.finetune or args.resume or args.eval):
         parser.error("--phase 2 continues from phase 1's weights: add --finetune PHASE1_CKPT")
@@ -91,7 +104,8 @@ DATASETS = {e.name: e for e in (
     DatasetEntry("ncaltech101", "N-Caltech101", "ncaltech101", 101, "spiliformer_2_256", (1_594_085, 1_527_525),
                  True, _event, add_flags=_event_flags),
     DatasetEntry("imagenet", "ImageNet-1K", "imagenet_1k", 1000, "spiliformer_10_768", (69_103_816, 64_962_760),
-                 False, _imagenet, add_flags=_imagenet_flags, resolve=_imagenet_resolve),
+                 False, _imagenet, add_flags=_imagenet_flags, resolve=_imagenet_resolve,
+                 later_recipes=_imagenet_phase),
 )}
 
 

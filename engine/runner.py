@@ -191,6 +191,44 @@ def optimization(args, model, lr, steps):
     return optimizer, scheduler, num_epochs
 
 
+def continue_from(args, d, resumed, training, settings, num_epochs, run_dir):
+    """Load a checkpoint into (model, optimizer, scheduler, scaler) and say where the run goes on."""
+    model, optimizer, scheduler, scaler = training
+    state = restore(args.resume, model, optimizer, scheduler, scaler, settings=settings, state=resumed)
+    if d.main:
+        position = mid_epoch_position(state, args, d)
+        changes = schedule_changes(state["lr_scheduler"], scheduler)
+        where = f", step {position['step']}" if position else ""
+        print(f"resuming {args.resume} at epoch {state['epoch'] + 2} of {num_epochs}{where}"
+              + (f"; the lr schedule follows the command line ({changes})" if changes else ""), flush=True)
+        repair_best(args.resume, state, run_dir)
+    return state
+
+
+def run_config(args, entry, d, model, num_classes, lr, effective_batch, num_epochs, amp_dtype, run_dir):
+    """The resolved configuration, with what the flags left to the data, the model and the processes."""
+    return plain({**args.as_dict(), **model.architecture, "num_classes": num_classes, "lr": lr,
+                  "amp": amp_dtype is not None,  # as run: --amp does nothing on CPU
+                  "world_size": d.world_size, "effective_batch_size": effective_batch,
+                  "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir), "dataset": entry.name})
+
+
+def announce(args, config, model, train_set, val_set):
+    """config.yaml, and what the run will do, before its first step."""
+    run_dir, lr, num_epochs = Path(config["run_dir"]), config["lr"], config["num_epochs_with_cooldown"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+    print(yaml.safe_dump(config, sort_keys=True), end="")
+    print(f"effective batch {config['effective_batch_size']} = {args.batch_size} per process x "
+          f"{config['world_size']} process(es) x {args.accum_iter} accumulation step(s); lr {lr:g} (peak, after "
+          f"{args.warmup_epochs} warm-up epochs); {num_epochs} epochs = --epochs {args.epochs} + "
+          f"{args.cooldown_epochs} cool-down", flush=True)
+    if args.warmup_epochs >= args.epochs:
+        print(f"note: the {args.warmup_epochs} warm-up epochs are not shorter than --epochs {args.epochs}: "
+              f"the lr never reaches its peak {lr:g}; lower --warmup-epochs for a short run", flush=True)
+    print(f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"{len(train_set)} training / {len(val_set)} validation samples, run folder {run_dir}", flush=True)
+
+
 def _run(args, entry, d, stop, on_exit):
     seed_everything(args.seed + d.rank)
     amp_dtype = amp_dtype_for(args, d)
@@ -217,7 +255,13 @@ def _run(args, entry, d, stop, on_exit):
         if d.main:
             print(f"eval {args.resume}: {eval_line(result)}", flush=True)
         return 0
+    data = (train_set, val_set, train_loader, val_loader, num_classes)
+    return _train(args, entry, d, stop, model, settings, resumed, data, lr, effective_batch, amp_dtype, run_dir)
 
+
+def _train(args, entry, d, stop, model, settings, resumed, data, lr, effective_batch, amp_dtype, run_dir):
+    """The training epochs of _run, from the start or from `resumed`, saving after each."""
+    train_set, val_set, train_loader, val_loader, num_classes = data
     mixup = make_mixup(args, num_classes)
     if mixup is not None and args.batch_size % 2:
         raise ConfigError(f"mixup/cutmix need an even --batch-size, got {args.batch_size}")
@@ -225,20 +269,14 @@ def _run(args, entry, d, stop, on_exit):
     steps = updates_per_epoch(train_loader, args.accum_iter)
     optimizer, scheduler, num_epochs = optimization(args, model, lr, steps)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
-    start_epoch, best_acc, best_epoch, position = 0, None, None, None
+    state = {}
     if args.finetune and not args.resume:
         models.load_checkpoint(model, args.finetune, strict=False)
     if args.resume:
-        state = restore(args.resume, model, optimizer, scheduler, scaler, settings=settings, state=resumed)
+        state = continue_from(args, d, resumed, (model, optimizer, scheduler, scaler), settings, num_epochs, run_dir)
         del resumed  # its tensors are in the model and optimizer now
-        start_epoch, best_acc, best_epoch = state["epoch"] + 1, state.get("best_acc"), state.get("best_epoch")
-        position = mid_epoch_position(state, args, d)
-        if d.main:
-            changes = schedule_changes(state["lr_scheduler"], scheduler)
-            where = f", step {position['step']}" if position else ""
-            print(f"resuming {args.resume} at epoch {start_epoch + 1} of {num_epochs}{where}"
-                  + (f"; the lr schedule follows the command line ({changes})" if changes else ""), flush=True)
-            repair_best(args.resume, state, run_dir)
+    start_epoch, best_acc, best_epoch = state.get("epoch", -1) + 1, state.get("best_acc"), state.get("best_epoch")
+    position = mid_epoch_position(state, args, d) if state else None
     if args.start_epoch is not None:
         start_epoch, position = args.start_epoch, None
     start_step = position["step"] if position else 0
@@ -248,27 +286,12 @@ def _run(args, entry, d, stop, on_exit):
         if d.enabled else model
     ddp = torch.compile(ddp) if args.compile else ddp  # after DDP, as torch recommends; eval stays eager
 
-    # the resolved configuration, with what the flags left to the data, the model and the processes
-    config = plain({**args.as_dict(), **model.architecture, "num_classes": num_classes, "lr": lr,
-                    "amp": amp_dtype is not None,  # as run: --amp does nothing on CPU
-                    "world_size": d.world_size, "effective_batch_size": effective_batch,
-                    "num_epochs_with_cooldown": num_epochs, "run_dir": str(run_dir),
-                    "dataset": entry.name})
+    config = run_config(args, entry, d, model, num_classes, lr, effective_batch, num_epochs, amp_dtype, run_dir)
     log = RunLog(run_dir, Path(args.log_dir) if args.log_dir else run_dir / "tensorboard", d.main)
     if args.resume and state.get("log_record") and Path(args.resume).resolve().parent == run_dir.resolve():
         log.ensure(state["log_record"])  # the line a kill between the save and the log write lost
     if d.main:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
-        print(yaml.safe_dump(config, sort_keys=True), end="")
-        print(f"effective batch {effective_batch} = {args.batch_size} per process x {d.world_size} "
-              f"process(es) x {args.accum_iter} accumulation step(s); lr {lr:g} "
-              f"(peak, after {args.warmup_epochs} warm-up epochs); {num_epochs} epochs = --epochs "
-              f"{args.epochs} + {args.cooldown_epochs} cool-down", flush=True)
-        if args.warmup_epochs >= args.epochs:
-            print(f"note: the {args.warmup_epochs} warm-up epochs are not shorter than --epochs {args.epochs}: "
-                  f"the lr never reaches its peak {lr:g}; lower --warmup-epochs for a short run", flush=True)
-        print(f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-              f"{len(train_set)} training / {len(val_set)} validation samples, run folder {run_dir}", flush=True)
+        announce(args, config, model, train_set, val_set)
 
     started = time.time()
     stop.armed = True  # from here a signal is a request: the loop saves, then the run exits
@@ -291,7 +314,7 @@ def _run(args, entry, d, stop, on_exit):
             position = {"epoch": epoch, "step": stats["stopped_at"], "rng": gather_rng_states(d),
                         "meter": stats["meter"], "world_size": d.world_size, "batch_size": args.batch_size,
                         "accum_iter": args.accum_iter}
-            if d.main:
+            if d.main:  # the last finished epoch's state, and where in this one it stopped
                 state = training_state(model, optimizer, scheduler, scaler, epoch - 1, best_acc, best_epoch,
                                        config, settings.record())
                 save_mid_epoch(model, {**state, "position": position}, run_dir, len(train_loader) + step, stop)
@@ -300,22 +323,19 @@ def _run(args, entry, d, stop, on_exit):
         scheduler.step(epoch + 1)
         sync_buffers(model, d)
         result = evaluate(model, val_loader, d, amp_dtype=amp_dtype)
-        accuracy = result["pass2"]["top1"]
-        is_best = best_acc is None or accuracy > best_acc
+        is_best = best_acc is None or result["pass2"]["top1"] > best_acc
         if is_best:
-            best_acc, best_epoch = accuracy, epoch
+            best_acc, best_epoch = result["pass2"]["top1"], epoch
         if d.main:
             check_finite(model, f"after epoch {epoch + 1}", run_dir)
-            record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_lr": lr,
-                      "train_img_s": stats["img_s"], "alpha": criterion.alpha}
-            for name in ("pass1", "pass2"):
-                record.update({f"val_{name}_{k}": v for k, v in result[name].items()})
+            record = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_lr": lr, "train_img_s": stats["img_s"],
+                      "alpha": criterion.alpha, **{f"val_{name}_{k}": v for name in ("pass1", "pass2")
+                                                   for k, v in result[name].items()}}
             state = training_state(model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, config,
                                    settings.record())
             save_epoch({**state, "log_record": record}, run_dir, is_best,
                        keep_epoch=args.save_every and (epoch + 1) % args.save_every == 0)
-            done = epoch + 1 - start_epoch
-            eta = (time.time() - started) / done * (num_epochs - epoch - 1)
+            eta = (time.time() - started) / (epoch + 1 - start_epoch) * (num_epochs - epoch - 1)
             print(f"{header} train loss {stats['loss']:.4f} lr {lr:.2e} {stats['img_s']:.1f} img/s | "
                   f"{eval_line(result)} | best top-1 {best_acc:.2f}% | eta {fmt_time(eta)}", flush=True)
             log.epoch(record)
