@@ -137,3 +137,31 @@ def test_a_new_model_switch_reaches_training_the_checkpoint_eval_and_the_tools(t
     built_with.clear()
     assert energy.main(["--checkpoint", str(ckpt), "--data-path", str(data), "--no-verify", "-b", "2",
                         "--num-batches", "1", "--device", "cpu"]) == 0 and built_with[-1] == 2.5
+
+
+@pytest.mark.parametrize("tool", ["attack", "corruptions", "energy", "heatmap"])
+def test_every_flag_of_train_and_the_tools_has_help_and_both_spellings(tool, monkeypatch):
+    """--help shows every recipe value and what each flag does; `--a-b` and `--a_b` both work."""
+    import importlib
+
+    import tools.common
+    from engine.config import build_parser
+    module = importlib.import_module(f"tools.{tool}")
+    parsers = [build_parser("t")]
+
+    def capture(parser, argv):
+        parsers.append(parser)
+        raise SystemExit(0)
+    monkeypatch.setattr(module, "parse", capture)
+    with pytest.raises(SystemExit):
+        module.main([])
+    for parser in parsers:
+        for action in parser._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"{action.option_strings} has no help"
+            for name in (o for o in action.option_strings if o.startswith("--") and len(o) > 3):
+                prefix = "--no-" if name.startswith("--no-") and action.nargs == 0 and action.dest != "verify" else "--"
+                body = name[len(prefix):]
+                other = prefix + (body.replace("-", "_") if "-" in body else body.replace("_", "-"))
+                assert other in parser._option_string_actions, f"{name} without {other}"

@@ -58,8 +58,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", type=int, nargs="+", default=[4, 64, 192, 56, 56], help="[T, ...] (default: "
                    "T=4, batch 64, SpiLiFormer-10-768's stem output)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["fp32", "bf16", "fp16"])
-    p.add_argument("--backends", nargs="+", default=["triton", "torch"])
+    p.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["fp32", "bf16", "fp16"],
+                   help="input dtypes to measure")
+    p.add_argument("--backends", choices=("triton", "torch"), nargs="+", default=["triton", "torch"],
+                   help="LIF kernels to measure")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("error: the LIF bandwidth is measured on CUDA; no GPU here (the kernels' correctness is tested on "
