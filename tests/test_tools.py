@@ -343,7 +343,7 @@ def test_tools_analyse_a_run_under_its_own_normalisation_and_size(cifar_root, tm
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["-b", "0"], "--batch-size: must be >= 1, got 0"),
+    (["-b", "0"], "--batch-size/--batch_size: must be >= 1, got 0"),
     (["--repeats", "0"], "--repeats: must be >= 1, got 0"),
     (["--embed-dim", "0"], "embed_dim must be at least 1"),
     (["--model", "nope"], "unknown model 'nope'"),
