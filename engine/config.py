@@ -237,14 +237,10 @@ def parse_args(parser, argv=None, defaults=None, frozen=True):
 def check_values(parser, args):
     """Integers and floats inside their ranges, an input size of one or two sides (train.py and the
     tools): a parser error naming the flag."""
-    if isinstance(args.img_size, int):
-        args.img_size = [args.img_size]
     if args.img_size is not None and (len(args.img_size) not in (1, 2) or min(args.img_size) < 1):
         parser.error(f"--img-size takes one positive value (square) or two (H W), got {args.img_size}")
-    for name in POSITIVE + NON_NEGATIVE:
+    for name in POSITIVE + NON_NEGATIVE:  # their kind is checked already: argparse's type, a recipe's kind
         value = getattr(args, name, None)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            parser.error(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
         if value is not None and (value < 1 if name in POSITIVE else value < 0):
             parser.error(f"--{name.replace('_', '-')} must be {'>= 1' if name in POSITIVE else '>= 0'}, "
                          f"got {value}")
