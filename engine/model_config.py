@@ -133,16 +133,16 @@ class ModelConfig:
                 continue
             if f.name == "model" and str(values["model"]).lower() == str(self.model).lower():
                 continue
-            value, flag = values[f.name], next(o for o in f.metadata["flags"] if o.startswith("--"))
+            value, option = values[f.name], next(o for o in f.metadata["flags"] if o.startswith("--"))
             if f.metadata["argparse"].get("action") is argparse.BooleanOptionalAction:
-                out.append(flag if value else f"--no-{flag[2:]}")
+                out.append(option if value else f"--no-{option[2:]}")
             elif isinstance(value, dict):
-                out.append(f"{flag} " + " ".join(f"{k}={v}" for k, v in value.items()))
+                out.append(f"{option} " + " ".join(f"{k}={v}" for k, v in value.items()))
             elif isinstance(value, (list, tuple)):
                 if list(value) != list(getattr(self, f.name) or ()):
-                    out.append(f"{flag} " + " ".join(map(str, value)))
+                    out.append(f"{option} " + " ".join(map(str, value)))
             else:
-                out.append(f"{flag} {value}")
+                out.append(f"{option} {value}")
         return out
 
     def kwargs(self):

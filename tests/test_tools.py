@@ -315,7 +315,7 @@ def test_tools_analyse_a_checkpoint_on_its_own_data_and_refuse_other_data(cifar_
 
 @pytest.mark.parametrize("tool,argv,message", [
     ("attack", ["-b", "-3"], "--batch-size must be >= 1, got -3"),
-    ("attack", ["--fgsm-eps", "-1"], "--fgsm-eps: must be >= 0"),
+    ("attack", ["--fgsm-eps", "-1"], "--fgsm-eps/--fgsm_eps: must be >= 0"),
     ("energy", ["--input-size", "30"], "--input-size 30: one value or H W, each divisible by 4"),
     ("heatmap", ["--images", "999"], "--images 999: the evaluation data has"),
 ])
