@@ -20,8 +20,9 @@ from models.spiliformer import file_settings, setting_problem
 from .model_config import ModelConfig, flag, parse_model_kwargs
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """One spelling per flag in --help (short form, then the first long one); all are accepted."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """One spelling per flag in --help (short form, then the first long one); all are accepted. The
+    description is printed as written (a tool's examples)."""
 
     def _get_help_string(self, action):
         if action.default in (None, "", []) or isinstance(action, argparse._StoreFalseAction):

@@ -72,12 +72,14 @@ class ModelConfig:
     RUNTIME = ("backend", "spike_storage")  # how to run the weights, not what they are: never taken from a checkpoint
 
     @classmethod
-    def add_flags(cls, parser, inherit=False):
+    def add_flags(cls, parser, inherit=False, defaults=None):
         """Add every field's flag to `parser` (or an argument group). inherit=True (the tools): every
-        default is None, meaning the checkpoint's value, else the variant's."""
+        default is None, meaning the checkpoint's value, else the variant's. `defaults`: {field: value}
+        over the fields' own (the benchmark's model)."""
         for f in dataclasses.fields(cls):
             kw, meta = dict(f.metadata["argparse"]), f.metadata
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            default = (defaults or {}).get(f.name, default)
             unset = meta["unset"] if default is None else None
             if inherit and f.name not in cls.RUNTIME:
                 default, unset = None, f"the checkpoint's, else {meta['unset']}"

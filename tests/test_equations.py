@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 

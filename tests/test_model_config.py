@@ -144,7 +144,6 @@ def test_every_flag_of_train_and_the_tools_has_help_and_both_spellings(tool, mon
     """--help shows every recipe value and what each flag does; `--a-b` and `--a_b` both work."""
     import importlib
 
-    import tools.common
     from engine.config import build_parser
     module = importlib.import_module(f"tools.{tool}")
     parsers = [build_parser("t")]

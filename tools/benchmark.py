@@ -17,7 +17,6 @@ forward, no timing):
 
     python tools/benchmark.py --model spiliformer_4_384 --embed-dim 128 -T 4 -b 16 --device cpu --memory-report
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -29,15 +28,15 @@ import torch  # noqa: E402
 from engine.benchmark import (AMP_DTYPES, COMPILE_MODES, SAVED_KINDS, Config, compare_configs,  # noqa: E402
                               measure_all, saved_memory)
 from models import ConfigError  # noqa: E402
+from engine.config import new_parser  # noqa: E402
 from engine.model_config import ModelConfig, flag  # noqa: E402
 from tools.common import main_guard, non_negative, positive_int  # noqa: E402
 from models.spike_storage import LEVELS as STORAGE_LEVELS  # noqa: E402
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ModelConfig.add_flags(p.add_argument_group("model"))
-    p.set_defaults(model="spiliformer_4_384")
+    p = new_parser(__doc__)
+    ModelConfig.add_flags(p.add_argument_group("model"), defaults={"model": "spiliformer_4_384"})
     flag(p, "-b", "--batch-size", type=positive_int, default=64, help="images per step")
     flag(p, "--input-size", type=positive_int, default=None, help="square input side (default: the variant's)")
     flag(p, "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
