@@ -1,11 +1,16 @@
+import os
 import sys
 import warnings
 from pathlib import Path
 
-import pytest
-import timm
-import torch
-import torch.nn as nn
+# one torch thread per process (before torch starts): the suite runs training subprocesses beside
+# itself on two cores, where more threads than cores only contend; a user's OMP_NUM_THREADS wins
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

@@ -355,7 +355,8 @@ def test_two_runs_started_together_into_one_folder_one_is_refused(bigger_cifar, 
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 1], outs
     refused = outs[[p.returncode for p in procs].index(1)]
-    assert "Traceback" not in refused and ("is in use by" in refused or "already holds another run" in refused)  # the holder may not have written its pid yet: "another process"
+    # "in use by another process" when the holder has not written its pid yet
+    assert "Traceback" not in refused and ("is in use by" in refused or "already holds another run" in refused)
     lines = (tmp_path / "shared" / "log.txt").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1]
 
