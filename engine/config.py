@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from models import ConfigError
-from models.spiliformer import file_settings, setting_problem
+from models.settings import file_settings, setting_problem
 
 from .model_config import ModelConfig, flag, parse_model_kwargs
 
@@ -290,7 +290,7 @@ def read_recipe(parser, path, _seen=()):
 
 
 def kind_of(action):
-    """The kind of value (models.spiliformer.setting_problem) a flag takes: a recipe's value must be one."""
+    """The kind of value (models.settings.setting_problem) a flag takes: a recipe's value must be one."""
     if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
         return bool
     kind = tuple(action.choices) if action.choices is not None else (action.type or str)

@@ -20,7 +20,7 @@ from models import ConfigError, SpiLiFormer
 from models.checkpoint import recorded_settings
 from models.lif_backends import BACKENDS
 from models.neurons import NEURONS
-from models.spiliformer import file_settings, setting_problem
+from models.settings import file_settings, setting_problem
 
 
 def setting(default, *flags, help=None, kwarg=None, unset="the variant's", **argparse_kw):

@@ -192,17 +192,18 @@ def optimization(args, model, lr, steps):
 
 
 def continue_from(args, d, resumed, training, settings, num_epochs, run_dir):
-    """Load a checkpoint into (model, optimizer, scheduler, scaler) and say where the run goes on."""
+    """Load a checkpoint into (model, optimizer, scheduler, scaler) and say where the run goes on.
+    Returns (the checkpoint, its mid-epoch position or None)."""
     model, optimizer, scheduler, scaler = training
     state = restore(args.resume, model, optimizer, scheduler, scaler, settings=settings, state=resumed)
+    position = mid_epoch_position(state, args, d)
     if d.main:
-        position = mid_epoch_position(state, args, d)
         changes = schedule_changes(state["lr_scheduler"], scheduler)
         where = f", step {position['step']}" if position else ""
         print(f"resuming {args.resume} at epoch {state['epoch'] + 2} of {num_epochs}{where}"
               + (f"; the lr schedule follows the command line ({changes})" if changes else ""), flush=True)
         repair_best(args.resume, state, run_dir)
-    return state
+    return state, position
 
 
 def run_config(args, entry, d, model, num_classes, lr, effective_batch, num_epochs, amp_dtype, run_dir):
@@ -269,14 +270,14 @@ def _train(args, entry, d, stop, model, settings, resumed, data, lr, effective_b
     steps = updates_per_epoch(train_loader, args.accum_iter)
     optimizer, scheduler, num_epochs = optimization(args, model, lr, steps)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
-    state = {}
+    state, position = {}, None
     if args.finetune and not args.resume:
         models.load_checkpoint(model, args.finetune, strict=False)
     if args.resume:
-        state = continue_from(args, d, resumed, (model, optimizer, scheduler, scaler), settings, num_epochs, run_dir)
+        state, position = continue_from(args, d, resumed, (model, optimizer, scheduler, scaler), settings,
+                                         num_epochs, run_dir)
         del resumed  # its tensors are in the model and optimizer now
     start_epoch, best_acc, best_epoch = state.get("epoch", -1) + 1, state.get("best_acc"), state.get("best_epoch")
-    position = mid_epoch_position(state, args, d) if state else None
     if args.start_epoch is not None:
         start_epoch, position = args.start_epoch, None
     start_step = position["step"] if position else 0

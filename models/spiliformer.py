@@ -17,7 +17,6 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from . import neurons, spike_storage
 from .spike_storage import LEVELS as STORAGE_LEVELS
 from .checkpoint import checkpoint_filter_fn
-from .errors import ConfigError
 from .attention import ATTENTION_LAYERS, Feedback, build_attention, get_attn_layer
 from .layers import STEM_NARROWING, STEM_REDUCTION, STEMS, DropPath, SpikingMLP, stage_embed
 from .neurons import LIF
@@ -136,7 +135,7 @@ class SpiLiFormer(nn.Module):
     """
 
     # What the weights are: the constructor arguments a checkpoint's record or a recipe may set, as
-    # plain values of these kinds (a type, a list of one type, or the allowed strings; setting_problem
+    # plain values of these kinds (a type, a list of one type, or the allowed strings; models/settings.py
     # checks them). The rest of what the constructor and timm.create_model take (backend, spike_storage,
     # pretrained, pretrained_cfg_overlay, cache_dir, ...) comes from the user's own code or command line only.
     SETTINGS = dict(stem=tuple(STEMS), in_chans=int, num_classes=int, embed_dim=int, depths=[int],
@@ -336,44 +335,6 @@ def _say_once(message):
     if message not in _said:
         _said.add(message)
         print(message, flush=True)
-
-
-def setting_problem(kind, value):
-    """Why `value` is not a plain value of `kind` (a type, [kind] for a list, or a tuple of the allowed
-    values), or None. A checkpoint's record and a recipe are data: their values must be plain."""
-    if isinstance(kind, tuple):
-        return None if value in kind and type(value) in set(map(type, kind)) else f"is not one of {list(kind)}"
-    if isinstance(kind, list):
-        if not isinstance(value, (list, tuple)):
-            return "is not a list"
-        return next(filter(None, (setting_problem(kind[0], v) for v in value)), None)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return None
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        return _NOT[kind]
-    return None
-
-
-_NOT = {int: "is not an integer", float: "is not a number", bool: "is not true or false", str: "is not a string"}
-
-
-def file_settings(kwargs, source):
-    """Model constructor arguments read from a file (a checkpoint's record, a yml recipe): only the
-    declared SpiLiFormer.SETTINGS, each a plain value of its kind. Anything else would let the file
-    steer timm.create_model (pretrained=True with a pretrained_cfg_overlay URL and a cache_dir fetches
-    and writes files); one ConfigError line names the key."""
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"{source}: model_kwargs is a {type(kwargs).__name__}, expected a mapping of model "
-                          "settings")
-    for key, value in kwargs.items():
-        if key not in SpiLiFormer.SETTINGS:
-            raise ConfigError(f"{source}: model_kwargs {key!r} is not a model setting, and only model settings "
-                              f"({', '.join(SpiLiFormer.SETTINGS)}) are taken from a file; if you trust it, "
-                              f"give --model-kwargs {key}=... on your own command line")
-        problem = setting_problem(SpiLiFormer.SETTINGS[key], value)
-        if problem:
-            raise ConfigError(f"{source}: model_kwargs {key}: {value!r} {problem}")
-    return dict(kwargs)
 
 
 def _keep_output(store):

@@ -6,7 +6,7 @@ import torch
 
 from models import ConfigError
 from engine.model_config import ModelConfig
-from models.spiliformer import file_settings
+from models.settings import file_settings
 from models.spiliformer import SpiLiFormer
 from test_cifar import run_script
 
