@@ -1,13 +1,10 @@
-"""Command line + YAML recipes: one parser with every flag, in both spellings users bring.
+"""Command line + YAML recipes: one parser with every flag, read in both spellings users bring.
 
 Resolution, lowest to highest: the parser's defaults, the dataset's recipe (`<folder>/<folder>.yml`
 beside its train.py, and `phaseN.yml` for `--phase N`), the yml given by --config, the command line.
-yml keys are the flags' destinations; their values are checked like the command line's. Every
-multi-word flag is accepted with dashes and with underscores (`--batch-size`, `--batch_size`), so
-the seed commands of every folder work; --help shows one spelling and the recipe's values.
+yml keys are the flags' destinations; their values are checked by the flags' own types.
 """
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -17,12 +14,13 @@ import yaml
 from models import ConfigError
 from models.settings import file_settings, setting_problem
 
-from .model_config import ModelConfig, flag, parse_model_kwargs
+from .model_config import ModelConfig, count, parse_model_kwargs, positive, unit, within
+
+above_0, at_least_0 = within(float, "> 0"), within(float, ">= 0")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """One spelling per flag in --help (short form, then the first long one); all are accepted. The
-    description is printed as written (a tool's examples)."""
+    """The defaults shown, a tool's description (its examples) as written, the metavar once."""
 
     def _get_help_string(self, action):
         if action.default in (None, "", []) or isinstance(action, argparse._StoreFalseAction):
@@ -30,129 +28,122 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
         return super()._get_help_string(action)
 
     def _format_action_invocation(self, action):
-        if not action.option_strings:
+        if not action.option_strings or action.nargs == 0:
             return super()._format_action_invocation(action)
-        short = [o for o in action.option_strings if not o.startswith("--")][:1]
-        long = [o for o in action.option_strings if o.startswith("--")][:1]
-        negative = [o for o in action.option_strings if o.startswith("--no-")][:1]  # BooleanOptionalAction
-        names = ", ".join(dict.fromkeys(short + long + negative))
-        if action.nargs == 0:
-            return names
-        return f"{names} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+        metavar = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return f"{', '.join(action.option_strings)} {metavar}"
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of train.py and the tools. A flag is declared with dashes and also read with
+    underscores (`--batch_size` is `--batch-size`), the spellings of every seed command."""
+
+    def __init__(self, description):
+        super().__init__(description=description, usage="%(prog)s [options]", formatter_class=_HelpFormatter)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else args
+        return super().parse_known_args([_dashed(a) for a in args], namespace)
+
+
+def _dashed(arg):
+    name, sep, value = arg.partition("=")
+    return name.replace("_", "-") + sep + value if arg.startswith("--") else arg
 
 
 def shared_flags(p, tools=False):
-    """The flags train.py and the paper-table tools share, in the same spellings. tools=True: model
-    settings unset (the checkpoint's, else the variant's), a smaller batch, the GPU when there is one."""
+    """The flags train.py and the paper-table tools share. tools=True: model settings unset (the
+    checkpoint's, else the variant's), a smaller batch, the GPU when there is one."""
     ModelConfig.add_flags(p.add_argument_group("model"), inherit=tools)
     g = p.add_argument_group("data")
-    flag(g, "-data-dir", "--data-dir", "--data-path", default="./data", help="dataset folder")
-    flag(g, "--no-verify", dest="verify", action="store_false",
-         help="accept dataset files whose checksums differ from the official ones")
-    flag(g, "--img-size", "--input-size", type=int, nargs="+", default=None,
-         help="input size: one value (square) or H W" + (" (unset: the checkpoint's, else the variant's)" if tools
-                                                          else ""))
-    flag(g, "-b", "--batch-size", type=int, default=16 if tools else 64, help="per process")
-    flag(g, "--device", default=("cuda" if torch.cuda.is_available() else "cpu") if tools else None,
-         help="cuda or cpu" + ("" if tools else " (default: cuda when available)"))
+    g.add_argument("-data-dir", "--data-dir", "--data-path", default="./data", help="dataset folder")
+    g.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="accept dataset files whose checksums differ from the official ones")
+    g.add_argument("--img-size", "--input-size", type=positive, nargs="+", default=None,
+                   help="input size: one value (square) or H W" + (" (unset: the checkpoint's, else the variant's)"
+                                                                    if tools else ""))
+    g.add_argument("-b", "--batch-size", type=positive, default=16 if tools else 64, help="per process")
+    g.add_argument("--device", default=("cuda" if torch.cuda.is_available() else "cpu") if tools else None,
+                   help="cuda or cpu" + ("" if tools else " (default: cuda when available)"))
     return g
 
 
-def new_parser(description):
-    """A parser of train.py or a tool: one spelling per flag in --help, the defaults shown."""
-    return argparse.ArgumentParser(description=description, usage="%(prog)s [options]", formatter_class=_HelpFormatter)
-
-
 def build_parser(description):
-    p = new_parser(description)
-    flag(p, "-c", "--config", default="", help="YAML recipe over the dataset's; the command line overrides it")
-    g = shared_flags(p)
-    flag(g, "-j", "--workers", "--num-workers", type=int, default=4,
-         help="loader worker processes per training process (capped at its cores)")
-    flag(g, "--mean", type=float, nargs="+", default=None, help="per-channel input mean (unset: the variant's)")
-    flag(g, "--std", type=float, nargs="+", default=None, help="per-channel input std (unset: the variant's)")
-    flag(g, "--crop-pct", type=float, default=None,
-         help="evaluation centre-crop fraction (unset: the variant's; ImageNet: 224/256 up to 224)")
-    flag(g, "--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area")
-    flag(g, "--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), help="random-resized-crop aspect")
-    flag(g, "--hflip", type=float, default=0.5, help="horizontal-flip probability")
-    flag(g, "--color-jitter", type=float, default=0.0, help="colour-jitter strength (0: off)")
-    flag(g, "--aa", default=None, help="timm auto-augment policy, e.g. rand-m9-n1-mstd0.4-inc1; 'none' or '' for none")
-    flag(g, "--interpolation", default="bicubic", help="evaluation resize interpolation")
-    flag(g, "--train-interpolation", default="bicubic", help="training resize interpolation")
-    flag(g, "--reprob", type=float, default=0.0, help="random erasing probability")
-    flag(g, "--remode", default="const", help="random-erasing fill: const, rand or pixel")
-    flag(g, "--recount", type=int, default=1, help="random-erasing count per image")
-    flag(g, "--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    flag(g, "--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    flag(g, "--mixup-prob", type=float, default=1.0, help="probability of mixing a batch")
-    flag(g, "--mixup-switch-prob", type=float, default=0.5, help="chance of cutmix instead of mixup when both are on")
-    flag(g, "--mixup-mode", default="batch", help="mix per batch, pair or elem")
-    flag(g, "--mixup-off-epoch", type=int, default=0, help="turn mixup/cutmix off from this epoch (0: never)")
-    flag(g, "--smoothing", type=float, default=0.1, help="label smoothing")
+    p = Parser(description)
+    p.add_argument("-c", "--config", default="", help="YAML recipe over the dataset's; the command line overrides it")
+    add = shared_flags(p).add_argument
+    add("-j", "--workers", "--num-workers", type=count, default=4,
+        help="loader worker processes per training process (capped at its cores)")
+    add("--mean", type=float, nargs="+", default=None, help="per-channel input mean (unset: the variant's)")
+    add("--std", type=float, nargs="+", default=None, help="per-channel input std (unset: the variant's)")
+    add("--crop-pct", type=within(float, "in (0, 1]"), default=None,
+        help="evaluation centre-crop fraction (unset: the variant's; ImageNet: 224/256 up to 224)")
+    add("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area")
+    add("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), help="random-resized-crop aspect")
+    add("--hflip", type=unit, default=0.5, help="horizontal-flip probability")
+    add("--color-jitter", type=at_least_0, default=0.0, help="colour-jitter strength (0: off)")
+    add("--aa", default=None, help="timm auto-augment policy, e.g. rand-m9-n1-mstd0.4-inc1; 'none' or '' for none")
+    add("--interpolation", default="bicubic", help="evaluation resize interpolation")
+    add("--train-interpolation", default="bicubic", help="training resize interpolation")
+    add("--reprob", type=unit, default=0.0, help="random erasing probability")
+    add("--remode", default="const", help="random-erasing fill: const, rand or pixel")
+    add("--recount", type=positive, default=1, help="random-erasing count per image")
+    add("--mixup", type=at_least_0, default=0.0, help="mixup alpha (0: off)")
+    add("--cutmix", type=at_least_0, default=0.0, help="cutmix alpha (0: off)")
+    add("--mixup-prob", type=unit, default=1.0, help="probability of mixing a batch")
+    add("--mixup-switch-prob", type=unit, default=0.5, help="chance of cutmix instead of mixup when both are on")
+    add("--mixup-mode", default="batch", help="mix per batch, pair or elem")
+    add("--mixup-off-epoch", type=count, default=0, help="turn mixup/cutmix off from this epoch (0: never)")
+    add("--smoothing", type=within(float, "in [0, 1)"), default=0.1, help="label smoothing")
 
-    g = p.add_argument_group("optimisation")
-    flag(g, "--alpha", type=float, default=0.5, help="eq 22: weight of the pass-1 loss")
-    flag(g, "--alpha-end", type=float, default=None,
-         help="move alpha linearly to this value over training (official DVS: 0.5 -> 0.2)")
-    flag(g, "--epochs", type=int, default=None, help="epochs before the cool-down (every recipe sets it)")
-    flag(g, "--cooldown-epochs", type=int, default=0, help="epochs at the minimum lr after --epochs")
-    flag(g, "--val-batch-size", type=int, default=None, help="evaluation batch per process (unset: --batch-size)")
-    flag(g, "--accum-iter", type=int, default=1, help="gradient accumulation steps")
-    flag(g, "--opt", default="adamw", help="timm optimizer name")
-    flag(g, "--opt-eps", type=float, default=None, help="optimizer epsilon (unset: timm's)")
-    flag(g, "--momentum", type=float, default=0.9, help="SGD momentum")
-    flag(g, "--lr", type=float, default=None, help="peak learning rate (absolute)")
-    flag(g, "--blr", type=float, default=None, help="base lr: without --lr, lr = blr x effective batch / 256")
-    flag(g, "--layer-decay", type=float, default=None, help="layer-wise lr decay (1.0 or unset: none)")
-    flag(g, "--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
-         help="step the lr schedule every update instead of every epoch")
-    flag(g, "--min-lr", type=float, default=1e-5, help="lr at the end of the schedule")
-    flag(g, "--weight-decay", type=float, default=None, help="decoupled weight decay (every recipe sets it)")
-    flag(g, "--sched", default="cosine", help="timm lr schedule name")
-    flag(g, "--warmup-epochs", type=int, default=0, help="linear warm-up epochs from --warmup-lr")
-    flag(g, "--warmup-lr", type=float, default=1e-5, help="lr at the start of the warm-up")
-    flag(g, "--warmup-prefix", action=argparse.BooleanOptionalAction, default=False,
-         help="cosine over the epochs after the warm-up (MAE's shape); --epochs stays the total")
-    flag(g, "--clip-grad", type=float, default=None, help="clip the gradient norm to this (unset: no clipping)")
+    add = p.add_argument_group("optimisation").add_argument
+    add("--alpha", type=unit, default=0.5, help="eq 22: weight of the pass-1 loss")
+    add("--alpha-end", type=unit, default=None,
+        help="move alpha linearly to this value over training (official DVS: 0.5 -> 0.2)")
+    add("--epochs", type=positive, default=None, help="epochs before the cool-down (every recipe sets it)")
+    add("--cooldown-epochs", type=count, default=0, help="epochs at the minimum lr after --epochs")
+    add("--val-batch-size", type=positive, default=None, help="evaluation batch per process (unset: --batch-size)")
+    add("--accum-iter", type=positive, default=1, help="gradient accumulation steps")
+    add("--opt", default="adamw", help="timm optimizer name")
+    add("--opt-eps", type=float, default=None, help="optimizer epsilon (unset: timm's)")
+    add("--momentum", type=unit, default=0.9, help="SGD momentum")
+    add("--lr", type=above_0, default=None, help="peak learning rate (absolute)")
+    add("--blr", type=above_0, default=None, help="base lr: without --lr, lr = blr x effective batch / 256")
+    add("--layer-decay", type=float, default=None, help="layer-wise lr decay (1.0 or unset: none)")
+    add("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
+        help="step the lr schedule every update instead of every epoch")
+    add("--min-lr", type=at_least_0, default=1e-5, help="lr at the end of the schedule")
+    add("--weight-decay", type=at_least_0, default=None, help="decoupled weight decay (every recipe sets it)")
+    add("--sched", default="cosine", help="timm lr schedule name")
+    add("--warmup-epochs", type=count, default=0, help="linear warm-up epochs from --warmup-lr")
+    add("--warmup-lr", type=at_least_0, default=1e-5, help="lr at the start of the warm-up")
+    add("--warmup-prefix", action=argparse.BooleanOptionalAction, default=False,
+        help="cosine over the epochs after the warm-up (MAE's shape); --epochs stays the total")
+    add("--clip-grad", type=above_0, default=None, help="clip the gradient norm to this (unset: no clipping)")
 
-    g = p.add_argument_group("run")
-    flag(g, "--output", "--output-dir", default="./outputs", help="checkpoints, config, log.txt, tensorboard go here")
-    flag(g, "--experiment", default="", help="sub-folder of --output (default: model-T-time)")
-    flag(g, "--log-dir", default="", help="tensorboard folder (default: the run folder)")
-    flag(g, "--finetune", default="", help="initialise from CKPT (ours, QKFormer's or SpiLiFormer's); tensors it "
-         "lacks or that do not fit are reported and keep their initialisation")
-    flag(g, "--resume", default="", help="checkpoint to continue from (or to evaluate with --eval)")
-    flag(g, "--eval", action="store_true", help="evaluate --resume and exit")
-    flag(g, "--start-epoch", type=int, default=None, help="epoch to start at (unset: 0, or the resumed one's next)")
-    flag(g, "--save-every", type=int, default=0, help="also keep checkpoint-EPOCH.pth every N epochs")
-    flag(g, "--seed", type=int, default=42, help="seed of order, augmentation and initialisation (rank r adds r)")
-    flag(g, "--amp", action=argparse.BooleanOptionalAction, default=False, help="mixed precision (CUDA only)")
-    flag(g, "--amp-dtype", choices=("bf16", "fp16"), default="fp16",
-         help="fp16 (with a GradScaler, as the official runs) or bf16")
-    flag(g, "--threads", type=int, default=None, help="torch threads per process (default on CPU: OMP_NUM_THREADS "
-         "if set, else its share of the cores minus its loader workers; on CUDA: torch's)")
-    flag(g, "--compile", action="store_true",
-         help="torch.compile the training model (the first steps compile: seconds on CUDA, minutes on CPU)")
-    flag(g, "--log-interval", type=int, default=50, help="a progress line every N steps")
-    flag(g, "--dist-eval", action=argparse.BooleanOptionalAction, default=True, help="shard evaluation over processes")
-    flag(g, "--local-rank", type=int, default=None,
-         help="accepted for torch.distributed.launch; LOCAL_RANK from the environment wins")
+    add = p.add_argument_group("run").add_argument
+    add("--output", "--output-dir", default="./outputs", help="checkpoints, config, log.txt, tensorboard go here")
+    add("--experiment", default="", help="sub-folder of --output (default: model-T-time)")
+    add("--log-dir", default="", help="tensorboard folder (default: the run folder)")
+    add("--finetune", default="", help="initialise from CKPT (ours, QKFormer's or SpiLiFormer's); tensors it lacks "
+        "or that do not fit are reported and keep their initialisation")
+    add("--resume", default="", help="checkpoint to continue from (or to evaluate with --eval)")
+    add("--eval", action="store_true", help="evaluate --resume and exit")
+    add("--start-epoch", type=count, default=None, help="epoch to start at (unset: 0, or the resumed one's next)")
+    add("--save-every", type=count, default=0, help="also keep checkpoint-EPOCH.pth every N epochs")
+    add("--seed", type=int, default=42, help="seed of order, augmentation and initialisation (rank r adds r)")
+    add("--amp", action=argparse.BooleanOptionalAction, default=False, help="mixed precision (CUDA only)")
+    add("--amp-dtype", choices=("bf16", "fp16"), default="fp16", help="fp16 (with a GradScaler, as the official "
+        "runs) or bf16")
+    add("--threads", type=positive, default=None, help="torch threads per process (default on CPU: OMP_NUM_THREADS "
+        "if set, else its share of the cores minus its loader workers; on CUDA: torch's)")
+    add("--compile", action="store_true",
+        help="torch.compile the training model (the first steps compile: seconds on CUDA, minutes on CPU)")
+    add("--log-interval", type=positive, default=50, help="a progress line every N steps")
+    add("--dist-eval", action=argparse.BooleanOptionalAction, default=True, help="shard evaluation over processes")
+    add("--local-rank", type=int, default=None,
+        help="accepted for torch.distributed.launch; LOCAL_RANK from the environment wins")
     return p
-
-
-POSITIVE = ("T", "epochs", "batch_size", "accum_iter", "val_batch_size", "log_interval", "threads")
-UNIT = ("in [0, 1]", lambda v: 0 <= v <= 1)
-RANGES = {  # float flags: (the rule, as --help would say it; the check); nan and inf never pass
-    "lr": ("> 0", lambda v: v > 0), "blr": ("> 0", lambda v: v > 0), "min_lr": (">= 0", lambda v: v >= 0),
-    "warmup_lr": (">= 0", lambda v: v >= 0), "weight_decay": (">= 0", lambda v: v >= 0),
-    "clip_grad": ("> 0", lambda v: v > 0), "smoothing": ("in [0, 1)", lambda v: 0 <= v < 1),
-    "drop_path": ("in [0, 1)", lambda v: 0 <= v < 1), "mixup": (">= 0", lambda v: v >= 0),
-    "cutmix": (">= 0", lambda v: v >= 0), "color_jitter": (">= 0", lambda v: v >= 0),
-    "crop_pct": ("in (0, 1]", lambda v: 0 < v <= 1), "mixup_prob": UNIT, "mixup_switch_prob": UNIT,
-    "reprob": UNIT, "hflip": UNIT, "momentum": UNIT, "alpha": UNIT, "alpha_end": UNIT,
-}
-NON_NEGATIVE = ("workers", "cooldown_epochs", "warmup_epochs", "save_every", "mixup_off_epoch")
 
 
 class FrozenConfig(argparse.Namespace):
@@ -171,33 +162,35 @@ class FrozenConfig(argparse.Namespace):
     def as_dict(self):
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-    @property
-    def given(self):
-        """The destinations set on the command line (not by a recipe or a default)."""
-        return getattr(self, "_given", frozenset())
+    given = property(lambda self: getattr(self, "_given", frozenset()), doc="destinations the command line set")
 
     def replaced(self, values):
         """A frozen copy with `values` instead."""
-        copy = FrozenConfig(**{**vars(self), **values, "_frozen": False})
-        return copy.freeze()
+        return FrozenConfig(**{**vars(self), **values, "_frozen": False}).freeze()
 
 
 def parse_command_line(entry, argv=None):
     """The resolved, frozen configuration of `entry`'s train.py (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(f"SpiLiFormer on {entry.title}")
-    if entry.add_flags:
-        entry.add_flags(parser)
-    defaults = {}
-    for path in entry.recipes(argv):
+    parser, early = build_parser(f"SpiLiFormer on {entry.title}"), argparse.ArgumentParser(add_help=False)
+    if entry.event:
+        parser.add_argument("--dts-cache", default="", help="folder for the split datasets, so that the next run "
+                            "starts at once")
+    for p in (parser, early) if entry.phases > 1 else ():
+        p.add_argument("--phase", type=int, choices=range(1, entry.phases + 1), default=1, help="recipe phase: "
+                       "N > 1 reads phaseN.yml over the recipe (ImageNet's 2: blr 2e-6, 20 epochs, no warm-up)")
+    phase = early.parse_known_args(argv)[0].phase if entry.phases > 1 else 1
+    defaults = {"model": entry.model}
+    for path in entry.recipes(phase):
         defaults.update(read_recipe(parser, path))
-    data = entry.data_config
-    defaults.setdefault("model", entry.model)
     args = parse_args(parser, argv, defaults=defaults, frozen=False)
+    if phase > 1 and not (args.finetune or args.resume or args.eval):
+        parser.error(f"--phase {phase} continues from phase {phase - 1}'s weights: add --finetune CHECKPOINT")
+    data = entry.data_config
     if args.img_size is None:
         args.img_size = list(data["input_size"])
-    if entry.resolve:
-        entry.resolve(args, parser, argv)
+    if args.crop_pct is None and entry.eval_crop:
+        args.crop_pct = entry.eval_crop(args.img_size)
     for key in ("crop_pct", "mean", "std"):
         if getattr(args, key) is None:
             setattr(args, key, data[key] if key == "crop_pct" else list(data[key]))
@@ -236,19 +229,9 @@ def parse_args(parser, argv=None, defaults=None, frozen=True):
 
 
 def check_values(parser, args):
-    """Integers and floats inside their ranges, an input size of one or two sides (train.py and the
-    tools): a parser error naming the flag."""
-    if args.img_size is not None and (len(args.img_size) not in (1, 2) or min(args.img_size) < 1):
-        parser.error(f"--img-size takes one positive value (square) or two (H W), got {args.img_size}")
-    for name in POSITIVE + NON_NEGATIVE:  # their kind is checked already: argparse's type, a recipe's kind
-        value = getattr(args, name, None)
-        if value is not None and (value < 1 if name in POSITIVE else value < 0):
-            parser.error(f"--{name.replace('_', '-')} must be {'>= 1' if name in POSITIVE else '>= 0'}, "
-                         f"got {value}")
-    for name, (rule, ok) in RANGES.items():
-        value = getattr(args, name, None)
-        if value is not None and not (math.isfinite(value) and ok(value)):
-            parser.error(f"--{name.replace('_', '-')} must be {rule}, got {value}")
+    """What the flags' types cannot see (train.py and the tools): an input size of one or two sides."""
+    if args.img_size is not None and len(args.img_size) not in (1, 2):
+        parser.error(f"--img-size takes one value (square) or two (H W), got {args.img_size}")
 
 
 def read_recipe(parser, path, _seen=()):
@@ -278,7 +261,7 @@ def read_recipe(parser, path, _seen=()):
     if isinstance(recipe.get("img_size"), int):  # one side, as `--img-size 224` gives it
         recipe["img_size"] = [recipe["img_size"]]
     for key, value in recipe.items():
-        problem = key != "model_kwargs" and value is not None and setting_problem(kind_of(actions[key]), value)
+        problem = key != "model_kwargs" and value is not None and value_problem(actions[key], value)
         if problem:
             parser.error(f"{path}: {key}: {value!r} {problem}")
     if "model_kwargs" in recipe:  # a shared recipe is data: model settings only
@@ -289,12 +272,20 @@ def read_recipe(parser, path, _seen=()):
     return {**base, **recipe}
 
 
-def kind_of(action):
-    """The kind of value (models.settings.setting_problem) a flag takes: a recipe's value must be one."""
+def value_problem(action, value):
+    """Why a recipe's value is not one the flag takes: its kind (models.settings.setting_problem), then
+    its range (the flag's type), or None."""
     if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
-        return bool
-    kind = tuple(action.choices) if action.choices is not None else (action.type or str)
-    return [kind] if action.nargs in ("+", "*") or isinstance(action.nargs, int) else kind
+        return setting_problem(bool, value)
+    kind = tuple(action.choices) if action.choices is not None else getattr(action.type, "kind", action.type) or str
+    listed = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    problem = setting_problem([kind] if listed else kind, value)
+    try:
+        if not problem and hasattr(action.type, "kind"):
+            [action.type(v) for v in (value if listed else [value])]
+    except argparse.ArgumentTypeError as exc:
+        return str(exc)
+    return problem
 
 
 def input_size(args):

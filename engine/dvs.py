@@ -27,6 +27,7 @@ from torchvision.transforms import functional as TF
 
 from models import spikingjelly_compat as sj
 
+from .config import input_size
 from .data import DatasetError
 
 CIFAR10DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -309,8 +310,9 @@ class SNNAugmentWide:
         return frames
 
 
-def event_datasets(name, args, size):
-    """(train set or None with --eval, test set, classes) at the model's T: -T, else the variant's."""
+def event_splits(entry, args, with_train):
+    """(train set or None, test set, classes) at the model's T: -T, else the variant's."""
+    name, size = entry.name, input_size(args)
     T = args.T
     if T is None:
         from .model_config import ModelConfig
@@ -323,4 +325,4 @@ def event_datasets(name, args, size):
     train_set = EventFrames(root, train, classes, tv_transforms.Compose(
         [resize, tv_transforms.RandomHorizontalFlip(), SNNAugmentWide()]))
     test_set = EventFrames(root, test, classes, resize)
-    return (None if getattr(args, "eval", False) else train_set), test_set, len(classes)
+    return (train_set if with_train else None), test_set, len(classes)

@@ -10,6 +10,7 @@ it feeds in models/spiliformer.py; the parsers, yml recipes, checkpoints and too
 """
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -23,9 +24,28 @@ from models.neurons import NEURONS
 from models.settings import file_settings, setting_problem
 
 
+RULES = {">= 1": lambda v: v >= 1, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0,
+         "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1, "in (0, 1]": lambda v: 0 < v <= 1}
+
+
+def within(kind, rule):
+    """An argparse type: a `kind` (int or float) value keeping `rule` (RULES); nan and inf never do.
+    A recipe's values are checked by it too (engine/config.py read_recipe)."""
+    def parse(value):
+        number = kind(value)
+        if not (math.isfinite(number) and RULES[rule](number)):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return number
+    parse.kind, parse.__name__ = kind, kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive, count, unit = within(int, ">= 1"), within(int, ">= 0"), within(float, "in [0, 1]")
+
+
 def setting(default, *flags, help=None, kwarg=None, unset="the variant's", **argparse_kw):
-    """A ModelConfig field: its default, its flags (each long one also in its other spelling, `--a-b`
-    and `--a_b`), the constructor keyword it feeds (default: the field's name), and what None means."""
+    """A ModelConfig field: its default, its flags, the constructor keyword it feeds (default: the
+    field's name) and what None means."""
     meta = dict(flags=flags, help=help, kwarg=kwarg, unset=unset, argparse=argparse_kw)
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=meta)
@@ -42,7 +62,7 @@ class ModelConfig:
 
     model: Optional[str] = setting(None, "--model", help="registered model name, any case",
                                    unset="the dataset's paper model")
-    T: Optional[int] = setting(None, "-T", "--T", "--time-step", type=int, help="time steps")
+    T: Optional[int] = setting(None, "-T", "--T", "--time-step", type=positive, help="time steps")
     num_classes: Optional[int] = setting(None, "--num-classes", "--nb-classes", type=int, help="classes",
                                          unset="the dataset's")
     embed_dim: Optional[int] = setting(None, "--embed-dim", type=int, help="width of the deepest stage")
@@ -55,7 +75,7 @@ class ModelConfig:
                                     help="s in A = O (m1 - m2) s, eq 15 (official CIFAR-100: 2.0)")
     chained_feedback: bool = on_off(False, "--chained-feedback",
                                     help="feedback decoder m reads decoder m-1 (ablation; eq 15: each reads A)")
-    drop_path: float = setting(0.0, "--drop-path", type=float, kwarg="drop_path_rate",
+    drop_path: float = setting(0.0, "--drop-path", type=within(float, "in [0, 1)"), kwarg="drop_path_rate",
                                help="stochastic depth rate of the last block (linear from 0 over the blocks)")
     neuron: str = setting("lif", "--neuron", choices=NEURONS, help="lif, or ilif (integer LIF, Table 1's T=1 row)")
     legacy: bool = on_off(False, "--legacy", help="official numerics, for released weights")
@@ -84,7 +104,7 @@ class ModelConfig:
             if inherit and f.name not in cls.RUNTIME:
                 default, unset = None, f"the checkpoint's, else {meta['unset']}"
             help_ = f"{meta['help']} (unset: {unset})" if unset and default is None else meta["help"]
-            flag(parser, *meta["flags"], dest=f.name, default=default, help=help_, **kw)
+            parser.add_argument(*meta["flags"], dest=f.name, default=default, help=help_, **kw)
         return parser
 
     @classmethod
@@ -131,20 +151,14 @@ class ModelConfig:
         fields), for the fields where they differ: e.g. ['--embed-dim 64', '--no-fb-lidiff']."""
         out = []
         for f in dataclasses.fields(self):
-            if f.name not in values or values[f.name] == getattr(self, f.name):
+            value, option = values.get(f.name), next(o for o in f.metadata["flags"] if o.startswith("--"))
+            if f.name not in values or _comparable(value) == _comparable(getattr(self, f.name)):
                 continue
-            if f.name == "model" and str(values["model"]).lower() == str(self.model).lower():
-                continue
-            value, option = values[f.name], next(o for o in f.metadata["flags"] if o.startswith("--"))
-            if f.metadata["argparse"].get("action") is argparse.BooleanOptionalAction:
+            if isinstance(value, bool):
                 out.append(option if value else f"--no-{option[2:]}")
-            elif isinstance(value, dict):
-                out.append(f"{option} " + " ".join(f"{k}={v}" for k, v in value.items()))
-            elif isinstance(value, (list, tuple)):
-                if list(value) != list(getattr(self, f.name) or ()):
-                    out.append(f"{option} " + " ".join(map(str, value)))
             else:
-                out.append(f"{option} {value}")
+                items = [f"{k}={v}" for k, v in value.items()] if isinstance(value, dict) else value
+                out.append(" ".join(map(str, [option, *(items if isinstance(items, (list, tuple)) else [items])])))
         return out
 
     def kwargs(self):
@@ -169,6 +183,11 @@ class ModelConfig:
             raise ConfigError(f"{self.model}: {exc}") from None
 
 
+def _comparable(value):
+    """Model names are read in any case; a record's lists are the parser's tuples."""
+    return value.lower() if isinstance(value, str) else list(value) if isinstance(value, tuple) else value
+
+
 def parse_model_kwargs(items):
     """['mlp_ratio=2', 'legacy=true'] (or a mapping from a yml) -> {'mlp_ratio': 2, 'legacy': True}."""
     if isinstance(items, dict):
@@ -181,14 +200,3 @@ def parse_model_kwargs(items):
         kwargs[key] = yaml.safe_load(value) if value else None
     return kwargs
 
-
-def flag(parser, *names, **kw):
-    """parser.add_argument with every long flag in both spellings users bring (`--batch-size` and
-    `--batch_size`); --help shows the first."""
-    both = []
-    for name in names:
-        both.append(name)
-        if name.startswith("--"):
-            body = name[2:]
-            both.append("--" + (body.replace("-", "_") if "-" in body else body.replace("_", "-")))
-    return parser.add_argument(*dict.fromkeys(both), **kw)

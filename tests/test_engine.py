@@ -84,15 +84,17 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, mon
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["-T", "0"], "--T must be >= 1"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
-    (["-b", "-2"], "--batch-size must be >= 1"),
-    (["--workers", "-1"], "--workers must be >= 0"),
-    (["--lr", "nan"], "--lr must be > 0, got nan"),
-    (["--lr", "-1"], "--lr must be > 0, got -1.0"),
-    (["--smoothing", "2"], "--smoothing must be in [0, 1), got 2.0"),
-    (["--drop-path", "1.5"], "--drop-path must be in [0, 1)"),
-    (["--reprob", "inf"], "--reprob must be in [0, 1], got inf"),
+    (["-T", "0"], "argument -T/--T/--time-step: must be >= 1, got 0"),
+    (["--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["-b", "-2"], "argument -b/--batch-size: must be >= 1, got -2"),
+    (["--workers", "-1"], "argument -j/--workers/--num-workers: must be >= 0, got -1"),
+    (["--lr", "nan"], "argument --lr: must be > 0, got nan"),
+    (["--lr", "-1"], "argument --lr: must be > 0, got -1"),
+    (["--smoothing", "2"], "argument --smoothing: must be in [0, 1), got 2"),
+    (["--drop_path", "1.5"], "argument --drop-path: must be in [0, 1), got 1.5"),
+    (["--reprob", "inf"], "argument --reprob: must be in [0, 1], got inf"),
+    (["--img-size", "0"], "argument --img-size/--input-size: must be >= 1, got 0"),
+    (["--img-size", "32", "32", "32"], "--img-size takes one value (square) or two (H W), got [32, 32, 32]"),
 ])
 def test_impossible_values_are_refused_by_name(argv, message, capsys):
     from engine.config import build_parser, parse_args

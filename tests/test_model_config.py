@@ -8,6 +8,8 @@ import pytest
 from models import ConfigError
 from engine.model_config import ModelConfig
 
+UNSET = object()
+
 
 def parsers():
     from engine.config import build_parser
@@ -139,6 +141,17 @@ def test_a_new_model_switch_reaches_training_the_checkpoint_eval_and_the_tools(t
                         "--num-batches", "1", "--device", "cpu"]) == 0 and built_with[-1] == 2.5
 
 
+def accepted_value(action):
+    if action.choices:
+        return str(action.choices[0])
+    for text in ("1", "0"):
+        try:
+            (action.type or str)(text)
+            return text
+        except (ValueError, argparse.ArgumentTypeError):
+            pass
+
+
 @pytest.mark.parametrize("tool", ["attack", "corruptions", "energy", "heatmap"])
 def test_every_flag_of_train_and_the_tools_has_help_and_both_spellings(tool, monkeypatch):
     """--help shows every recipe value and what each flag does; `--a-b` and `--a_b` both work."""
@@ -159,8 +172,10 @@ def test_every_flag_of_train_and_the_tools_has_help_and_both_spellings(tool, mon
             if action.dest == "help":
                 continue
             assert action.help, f"{action.option_strings} has no help"
-            for name in (o for o in action.option_strings if o.startswith("--") and len(o) > 3):
-                prefix = "--no-" if name.startswith("--no-") and action.nargs == 0 and action.dest != "verify" else "--"
-                body = name[len(prefix):]
-                other = prefix + (body.replace("-", "_") if "-" in body else body.replace("_", "-"))
-                assert other in parser._option_string_actions, f"{name} without {other}"
+            for name in (o for o in action.option_strings if o.startswith("--") and "-" in o[2:]):
+                assert "_" not in name, f"{name}: declare flags with dashes; the parser also reads them with underscores"
+                values = [] if action.nargs == 0 else [accepted_value(action)] * (
+                    action.nargs if isinstance(action.nargs, int) else 1)
+                probe = argparse.Namespace(**{a.dest: UNSET for a in parser._actions})
+                parsed, rest = parser.parse_known_args(["--" + name[2:].replace("-", "_"), *values], probe)
+                assert getattr(parsed, action.dest) is not UNSET and not rest, f"{name} not read with underscores"

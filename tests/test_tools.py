@@ -314,8 +314,8 @@ def test_tools_analyse_a_checkpoint_on_its_own_data_and_refuse_other_data(cifar_
 
 
 @pytest.mark.parametrize("tool,argv,message", [
-    ("attack", ["-b", "-3"], "--batch-size must be >= 1, got -3"),
-    ("attack", ["--fgsm-eps", "-1"], "--fgsm-eps/--fgsm_eps: must be >= 0"),
+    ("attack", ["-b", "-3"], "argument -b/--batch-size: must be >= 1, got -3"),
+    ("attack", ["--fgsm_eps", "-1"], "argument --fgsm-eps: must be >= 0, got -1"),
     ("energy", ["--input-size", "30"], "--input-size 30: one value or H W, each divisible by 4"),
     ("heatmap", ["--images", "999"], "--images 999: the evaluation data has"),
 ])
@@ -343,7 +343,7 @@ def test_tools_analyse_a_run_under_its_own_normalisation_and_size(cifar_root, tm
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["-b", "0"], "--batch-size/--batch_size: must be >= 1, got 0"),
+    (["--batch_size", "0"], "argument -b/--batch-size: must be >= 1, got 0"),
     (["--repeats", "0"], "--repeats: must be >= 1, got 0"),
     (["--embed-dim", "0"], "embed_dim must be at least 1"),
     (["--model", "nope"], "unknown model 'nope'"),

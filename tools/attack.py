@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torchattack  # noqa: E402
 
-from engine.model_config import flag  # noqa: E402
+from engine.model_config import count, within  # noqa: E402
 from tools.common import (InputSpace, batches, build_parser, parse, eval_data, load_model, main_guard,  # noqa: E402
-                          non_negative, write_csv)
+                          write_csv)
 
 FGSM_EPS = (0.05, 0.1, 0.2, 0.3)
 PGD_EPS, PGD_STEP = 8 / 255, 2 / 255
@@ -48,10 +48,10 @@ def robustness(model, data, mean, std, columns):
 
 def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
-    flag(parser, "--fgsm-eps", type=non_negative(float), nargs="+", default=list(FGSM_EPS),
-         help="FGSM strengths, in input units ([0, 1] images)")
-    flag(parser, "--pgd-steps", type=non_negative(int), nargs="+", default=list(PGD_STEPS),
-         help="PGD step counts (eps and step size as Table 4)")
+    parser.add_argument("--fgsm-eps", type=within(float, ">= 0"), nargs="+", default=list(FGSM_EPS),
+                        help="FGSM strengths, in input units ([0, 1] images)")
+    parser.add_argument("--pgd-steps", type=count, nargs="+", default=list(PGD_STEPS),
+                        help="PGD step counts (eps and step size as Table 4)")
     args = parse(parser, argv)
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)

@@ -28,32 +28,32 @@ import torch  # noqa: E402
 from engine.benchmark import (AMP_DTYPES, COMPILE_MODES, SAVED_KINDS, Config, compare_configs,  # noqa: E402
                               measure_all, saved_memory)
 from models import ConfigError  # noqa: E402
-from engine.config import new_parser  # noqa: E402
-from engine.model_config import ModelConfig, flag  # noqa: E402
-from tools.common import main_guard, non_negative, positive_int  # noqa: E402
+from engine.config import Parser  # noqa: E402
+from engine.model_config import ModelConfig, count, positive  # noqa: E402
+from tools.common import main_guard  # noqa: E402
 from models.spike_storage import LEVELS as STORAGE_LEVELS  # noqa: E402
 
 
 def parse(argv=None):
-    p = new_parser(__doc__)
+    p = Parser(__doc__)
     ModelConfig.add_flags(p.add_argument_group("model"), defaults={"model": "spiliformer_4_384"})
-    flag(p, "-b", "--batch-size", type=positive_int, default=64, help="images per step")
-    flag(p, "--input-size", type=positive_int, default=None, help="square input side (default: the variant's)")
-    flag(p, "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
-         help="where to measure")
-    flag(p, "--amp", choices=sorted(AMP_DTYPES), default=None,
-         help="autocast dtype on CUDA (default: none; with --compare, fast uses bf16 on CUDA)")
-    flag(p, "--compile", nargs="?", const="default", choices=COMPILE_MODES, default=None,
-         help="torch.compile mode (default: none; with --compare it applies to fast only)")
-    flag(p, "--compare", action="store_true", help="straight port vs QKFormer vs our fastest")
-    flag(p, "--memory-report", action="store_true",
-         help="bytes backward keeps per image, by kind and stage, for each spike storage level")
-    flag(p, "--threads", type=positive_int, default=None, help="CPU threads per configuration (default: 1 on CPU)")
-    flag(p, "--timer", choices=("cpu", "wall"), default=None,
-         help="process CPU time (default on CPU) or wall time (default on CUDA)")
-    flag(p, "--warmup", type=non_negative(int), default=2, help="untimed steps first")
-    flag(p, "--repeats", type=positive_int, default=5, help="timed repeats (the median is shown)")
-    flag(p, "--json", default="", help="also write the results here, one object keyed by configuration")
+    p.add_argument("-b", "--batch-size", type=positive, default=64, help="images per step")
+    p.add_argument("--input-size", type=positive, default=None, help="square input side (default: the variant's)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where to measure")
+    p.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+                   help="autocast dtype on CUDA (default: none; with --compare, fast uses bf16 on CUDA)")
+    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=None,
+                   help="torch.compile mode (default: none; with --compare it applies to fast only)")
+    p.add_argument("--compare", action="store_true", help="straight port vs QKFormer vs our fastest")
+    p.add_argument("--memory-report", action="store_true",
+                   help="bytes backward keeps per image, by kind and stage, for each spike storage level")
+    p.add_argument("--threads", type=positive, default=None, help="CPU threads per configuration (default: 1 on CPU)")
+    p.add_argument("--timer", choices=("cpu", "wall"), default=None,
+                   help="process CPU time (default on CPU) or wall time (default on CUDA)")
+    p.add_argument("--warmup", type=count, default=2, help="untimed steps first")
+    p.add_argument("--repeats", type=positive, default=5, help="timed repeats (the median is shown)")
+    p.add_argument("--json", default="", help="also write the results here, one object keyed by configuration")
     return p.parse_args(argv)
 
 

@@ -1,6 +1,5 @@
 """What every paper-table tool shares: its command line, the model (any checkpoint, any variant)
 and the evaluation data of any dataset the training scripts read (their own data code)."""
-import argparse
 import csv
 import sys
 import warnings
@@ -10,39 +9,22 @@ import torch.nn as nn
 
 import models
 from models import ConfigError
-from engine.config import check_values, input_size, new_parser, parse_command_line, shared_flags
+from engine.config import Parser, check_values, input_size, parse_command_line, shared_flags
 from engine.registry import DATASETS
-from engine.model_config import ModelConfig, flag
+from engine.model_config import ModelConfig, positive
 from models.checkpoint import recorded_args
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def non_negative(kind):
-    def parse(text):
-        value = kind(text)
-        if not value >= 0:  # nan too
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 def build_parser(description):
     """train.py's shared flags (engine/config.py, same spellings) and the tools' own."""
-    p = new_parser(description)
+    p = Parser(description)
     p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                    help="the data to analyse on (default: the checkpoint's, else cifar10)")
     p.add_argument("--checkpoint", default="", help="weights to analyse (none: random weights, with a warning)")
     g = shared_flags(p, tools=True)
-    flag(g, "--num-batches", type=positive_int, default=4, help="batches of data to use")
-    flag(g, "--dts-cache", default="", help="event data: the folder of the split train.py made")
-    flag(p, "--output", default="", help="where the CSV or PNG goes")
+    g.add_argument("--num-batches", type=positive, default=4, help="batches of data to use")
+    g.add_argument("--dts-cache", default="", help="event data: the folder of the split train.py made")
+    p.add_argument("--output", default="", help="where the CSV or PNG goes")
     return p
 
 

@@ -19,7 +19,6 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from engine.registry import DATASETS  # noqa: E402
-from engine.model_config import flag  # noqa: E402
 from tools.common import (InputSpace, batches, build_parser, parse, eval_data, load_model, main_guard,  # noqa: E402
                           write_csv)
 
@@ -100,10 +99,10 @@ def check_request(names, severities, folder=None):
 
 def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
-    flag(parser, "--corruption-path", default="", help="folder of CIFAR-10-C .npy files")
-    flag(parser, "--corruptions", nargs="+", default=None, help="default: all 19 (15 common + 4 extra)")
-    flag(parser, "--severities", type=int, choices=SEVERITIES, nargs="+", default=list(SEVERITIES),
-         help="corruption severities")
+    parser.add_argument("--corruption-path", default="", help="folder of CIFAR-10-C .npy files")
+    parser.add_argument("--corruptions", nargs="+", default=None, help="default: all 19 (15 common + 4 extra)")
+    parser.add_argument("--severities", type=int, choices=SEVERITIES, nargs="+", default=list(SEVERITIES),
+                        help="corruption severities")
     args = parse(parser, argv)
     model = load_model(args)
     if DATASETS[args.dataset].event:

@@ -30,7 +30,6 @@ import models  # noqa: E402
 from models import SpiLiFormer  # noqa: E402
 from models.neurons import ILIF, LIF, is_spike_count  # noqa: E402
 
-from engine.model_config import flag  # noqa: E402
 from tools.common import (DATASETS, InputSpace, batches, build_parser, parse, eval_data, load_model,  # noqa: E402
                           main_guard, write_csv)
 
@@ -272,9 +271,9 @@ def print_table(rows, totals, accounting):
 
 def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
-    flag(parser, "--accounting", choices=ACCOUNTINGS, default="paper",
-         help="paper: eq 26, only the encoding conv at E_MAC (Table 1); strict: every layer fed "
-              "analog values at E_MAC. The summary prints both.")
+    parser.add_argument("--accounting", choices=ACCOUNTINGS, default="paper",
+                        help="paper: eq 26, only the encoding conv at E_MAC (Table 1); strict: every layer fed "
+                             "analog values at E_MAC. The summary prints both.")
     args = parse(parser, argv)  # --num-batches >= 1: firing rates are measured on data
     model = load_model(args)
     dataset, mean, std = eval_data(args, model)

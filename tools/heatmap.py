@@ -19,7 +19,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import models  # noqa: E402
-from engine.model_config import flag  # noqa: E402
 from tools.common import InputSpace, build_parser, parse, eval_data, load_model, main_guard  # noqa: E402
 
 CELL_INCHES, DPI = 2.0, 100
@@ -88,8 +87,8 @@ def draw_grid(images, labels, maps, probs, class_names, path):
 
 def main(argv=None):
     parser = build_parser(__doc__.splitlines()[0])
-    flag(parser, "--images", type=int, nargs="+", default=None,
-         help="dataset indices to show (default: the first --num-batches x --batch-size... capped at 8)")
+    parser.add_argument("--images", type=int, nargs="+", default=None,
+                        help="dataset indices to show (default: the first --num-batches x --batch-size... capped at 8)")
     args = parse(parser, argv)
     args.output = args.output or "heatmaps.png"
     model = load_model(args)
