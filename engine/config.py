@@ -74,8 +74,8 @@ def build_parser(description):
     add = shared_flags(p).add_argument
     add("-j", "--workers", "--num-workers", type=count, default=4,
         help="loader worker processes per training process (capped at its cores)")
-    add("--mean", type=float, nargs="+", default=None, help="per-channel input mean (unset: the variant's)")
-    add("--std", type=float, nargs="+", default=None, help="per-channel input std (unset: the variant's)")
+    add("--mean", type=float, nargs="+", default=None, help="per-channel input mean")
+    add("--std", type=float, nargs="+", default=None, help="per-channel input std")
     add("--crop-pct", type=within(float, "in (0, 1]"), default=None,
         help="evaluation centre-crop fraction (unset: the variant's; ImageNet: 224/256 up to 224)")
     add("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area")
@@ -180,20 +180,16 @@ def parse_command_line(entry, argv=None):
         p.add_argument("--phase", type=int, choices=range(1, entry.phases + 1), default=1, help="recipe phase: "
                        "N > 1 reads phaseN.yml over the recipe (ImageNet's 2: blr 2e-6, 20 epochs, no warm-up)")
     phase = early.parse_known_args(argv)[0].phase if entry.phases > 1 else 1
-    defaults = {"model": entry.model}
+    data = entry.data_config  # the variant's, under the recipe
+    defaults = {"model": entry.model, "img_size": list(data["input_size"]), "mean": list(data["mean"]),
+                "std": list(data["std"])}
     for path in entry.recipes(phase):
         defaults.update(read_recipe(parser, path))
     args = parse_args(parser, argv, defaults=defaults, frozen=False)
     if phase > 1 and not (args.finetune or args.resume or args.eval):
         parser.error(f"--phase {phase} continues from phase {phase - 1}'s weights: add --finetune CHECKPOINT")
-    data = entry.data_config
-    if args.img_size is None:
-        args.img_size = list(data["input_size"])
-    if args.crop_pct is None and entry.eval_crop:
-        args.crop_pct = entry.eval_crop(args.img_size)
-    for key in ("crop_pct", "mean", "std"):
-        if getattr(args, key) is None:
-            setattr(args, key, data[key] if key == "crop_pct" else list(data[key]))
+    if args.crop_pct is None:  # it depends on the size (ImageNet)
+        args.crop_pct = entry.eval_crop(args.img_size) if entry.eval_crop else data["crop_pct"]
     return args.freeze()
 
 
