@@ -172,7 +172,8 @@ class FrozenConfig(argparse.Namespace):
 def parse_command_line(entry, argv=None):
     """The resolved, frozen configuration of `entry`'s train.py (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser, early = build_parser(f"SpiLiFormer on {entry.title}"), argparse.ArgumentParser(add_help=False)
+    parser = build_parser(f"SpiLiFormer on {entry.title}")
+    early = argparse.ArgumentParser(add_help=False, usage=parser.usage)  # the phase, to read its recipe first
     if entry.event:
         parser.add_argument("--dts-cache", default="", help="folder for the split datasets, so that the next run "
                             "starts at once")
