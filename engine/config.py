@@ -105,11 +105,11 @@ def build_parser(description):
     add("--val-batch-size", type=positive, default=None, help="evaluation batch per process (unset: --batch-size)")
     add("--accum-iter", type=positive, default=1, help="gradient accumulation steps")
     add("--opt", default="adamw", help="timm optimizer name")
-    add("--opt-eps", type=float, default=None, help="optimizer epsilon (unset: timm's)")
+    add("--opt-eps", type=above_0, default=None, help="optimizer epsilon (unset: timm's)")
     add("--momentum", type=unit, default=0.9, help="SGD momentum")
     add("--lr", type=above_0, default=None, help="peak learning rate (absolute)")
     add("--blr", type=above_0, default=None, help="base lr: without --lr, lr = blr x effective batch / 256")
-    add("--layer-decay", type=float, default=None, help="layer-wise lr decay (1.0 or unset: none)")
+    add("--layer-decay", type=within(float, "in (0, 1]"), default=None, help="layer-wise lr decay (1.0 or unset: none)")
     add("--sched-on-updates", action=argparse.BooleanOptionalAction, default=False,
         help="step the lr schedule every update instead of every epoch")
     add("--min-lr", type=at_least_0, default=1e-5, help="lr at the end of the schedule")

@@ -94,6 +94,8 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, mon
     (["--drop_path", "1.5"], "argument --drop-path: must be in [0, 1), got 1.5"),
     (["--reprob", "inf"], "argument --reprob: must be in [0, 1], got inf"),
     (["--img-size", "0"], "argument --img-size/--input-size: must be >= 1, got 0"),
+    (["--recount", "0"], "argument --recount: must be >= 1, got 0"),
+    (["--layer-decay", "0"], "argument --layer-decay: must be in (0, 1], got 0"),
     (["--img-size", "32", "32", "32"], "--img-size takes one value (square) or two (H W), got [32, 32, 32]"),
 ])
 def test_impossible_values_are_refused_by_name(argv, message, capsys):
