@@ -281,7 +281,7 @@ def value_problem(action, value):
         if not problem and hasattr(action.type, "kind"):
             [action.type(v) for v in (value if listed else [value])]
     except argparse.ArgumentTypeError as exc:
-        return str(exc)
+        return str(exc).split(", got ")[0]  # the value is named already
     return problem
 
 

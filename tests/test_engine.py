@@ -113,6 +113,9 @@ def test_impossible_values_are_refused_by_name(argv, message, capsys):
     ("amp_dtype: fp32\n", "amp_dtype: 'fp32' is not one of ['bf16', 'fp16']"),
     ("amp: 1\n", "amp: 1 is not true or false"),
     ("scale: 0.5\n", "scale: 0.5 is not a list"),
+    ("extends: nowhere.yml\n", "config file not found"),
+    ("lr: -1.0e-3\n", "lr: -0.001 must be > 0\n"),
+    ("img_size: [32, 0]\n", "img_size: [32, 0] must be >= 1\n"),
 ])
 def test_malformed_yml_is_a_one_line_error(tmp_path, text, message, capsys):
     from engine.config import build_parser, parse_args
