@@ -51,9 +51,10 @@ def _dashed(arg):
     return name.replace("_", "-") + sep + value if arg.startswith("--") else arg
 
 
-def shared_flags(p, tools=False):
+def shared_flags(p, tools=False, event=False):
     """The flags train.py and the paper-table tools share. tools=True: model settings unset (the
-    checkpoint's, else the variant's), a smaller batch, the GPU when there is one."""
+    checkpoint's, else the variant's), a smaller batch, the GPU when there is one. event=True (event
+    datasets; every tool, which takes any dataset): the split datasets' cache folder."""
     ModelConfig.add_flags(p.add_argument_group("model"), inherit=tools)
     g = p.add_argument_group("data")
     g.add_argument("-data-dir", "--data-dir", "--data-path", default="./data", help="dataset folder")
@@ -65,13 +66,16 @@ def shared_flags(p, tools=False):
     g.add_argument("-b", "--batch-size", type=positive, default=16 if tools else 64, help="per process")
     g.add_argument("--device", default=("cuda" if torch.cuda.is_available() else "cpu") if tools else None,
                    help="cuda or cpu" + ("" if tools else " (default: cuda when available)"))
+    if event or tools:
+        g.add_argument("--dts-cache", default="", help="event data: the folder of the split datasets (train.py "
+                       "writes it there, so that the next run starts at once)")
     return g
 
 
-def build_parser(description):
+def build_parser(description, event=False):
     p = Parser(description)
     p.add_argument("-c", "--config", default="", help="YAML recipe over the dataset's; the command line overrides it")
-    add = shared_flags(p).add_argument
+    add = shared_flags(p, event=event).add_argument
     add("-j", "--workers", "--num-workers", type=count, default=4,
         help="loader worker processes per training process (capped at its cores)")
     add("--mean", type=float, nargs="+", default=None, help="per-channel input mean")
@@ -172,11 +176,8 @@ class FrozenConfig(argparse.Namespace):
 def parse_command_line(entry, argv=None):
     """The resolved, frozen configuration of `entry`'s train.py (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(f"SpiLiFormer on {entry.title}")
+    parser = build_parser(f"SpiLiFormer on {entry.title}", event=entry.event)
     early = argparse.ArgumentParser(add_help=False, usage=parser.usage)  # the phase, to read its recipe first
-    if entry.event:
-        parser.add_argument("--dts-cache", default="", help="folder for the split datasets, so that the next run "
-                            "starts at once")
     for p in (parser, early) if entry.phases > 1 else ():
         p.add_argument("--phase", type=int, choices=range(1, entry.phases + 1), default=1, help="recipe phase: "
                        "N > 1 reads phaseN.yml over the recipe (ImageNet's 2: blr 2e-6, 20 epochs, no warm-up)")
@@ -278,8 +279,8 @@ def value_problem(action, value):
     listed = action.nargs in ("+", "*") or isinstance(action.nargs, int)
     problem = setting_problem([kind] if listed else kind, value)
     try:
-        if not problem and hasattr(action.type, "kind"):
-            [action.type(v) for v in (value if listed else [value])]
+        for v in (value if listed else [value]) if not problem and hasattr(action.type, "kind") else ():
+            action.type(v)
     except argparse.ArgumentTypeError as exc:
         return str(exc).split(", got ")[0]  # the value is named already
     return problem

@@ -23,7 +23,6 @@ def build_parser(description):
     p.add_argument("--checkpoint", default="", help="weights to analyse (none: random weights, with a warning)")
     g = shared_flags(p, tools=True)
     g.add_argument("--num-batches", type=positive, default=4, help="batches of data to use")
-    g.add_argument("--dts-cache", default="", help="event data: the folder of the split train.py made")
     p.add_argument("--output", default="", help="where the CSV or PNG goes")
     return p
 
